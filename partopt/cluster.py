@@ -1,0 +1,331 @@
+"""Edge clusters: node memory, optional compute speed, pairwise bandwidth.
+
+File format (JSON, or YAML of the same shape)::
+
+    {"nodes": [{"name": "n0", "memory_bytes": 67108864, "flops_per_s": 2e9}, ...],
+     "bandwidth_mbps": [[0, 5.2, ...], ...]}
+
+Row ``i``, column ``j`` of ``bandwidth_mbps`` is the bandwidth from node ``i``
+to node ``j`` in Mbit/s (1 Mbit = 10**6 bits); 0 means no link; the diagonal
+is ignored. ``flops_per_s`` is optional (all nodes or none). Memory
+capacities given in MB elsewhere in partopt are 2**20 bytes, as in the
+original work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "MB",
+    "Cluster",
+    "ClusterError",
+    "paper_bandwidth_mbps",
+    "paper_cluster",
+    "grid_cluster",
+    "ring_cluster",
+]
+
+MB = 2**20
+"""Bytes in one MB of node capacity (the original work's convention)."""
+
+PAPER_SIDE_M = (1.0, 150.0)
+PAPER_BANDWIDTH_CONSTANT = 283230.0
+
+
+class ClusterError(ValueError):
+    """A cluster description that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class Cluster:
+    """Nodes with memory capacity and a bandwidth matrix.
+
+    Parameters
+    ----------
+    names
+        Node names, unique.
+    memory_bytes
+        Memory capacity per node in bytes, shape ``(N,)``, positive.
+    bandwidth_mbps
+        Bandwidth from node ``i`` to node ``j`` in Mbit/s, shape ``(N, N)``;
+        0 means no link; the diagonal is set to 0.
+    flops_per_s
+        Optional compute speed per node in FLOP/s, shape ``(N,)``.
+
+    Examples
+    --------
+    >>> c = Cluster.uniform(3, memory_bytes=64 * MB, bandwidth_mbps=10.0)
+    >>> c.num_nodes, float(c.bandwidth_mbps[0, 1]), float(c.bandwidth_mbps[1, 1])
+    (3, 10.0, 0.0)
+    """
+
+    names: tuple[str, ...]
+    memory_bytes: np.ndarray
+    bandwidth_mbps: np.ndarray
+    flops_per_s: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        names = tuple(str(n) for n in self.names)
+        n = len(names)
+        if n == 0:
+            raise ClusterError("cluster has no nodes; give at least one node")
+        if len(set(names)) != n:
+            dup = sorted({x for x in names if names.count(x) > 1})[0]
+            raise ClusterError(f"node name {dup!r} appears twice; node names must be unique")
+        mem = np.asarray(self.memory_bytes, dtype=float).reshape(-1)
+        if mem.shape != (n,):
+            raise ClusterError(f"memory_bytes has {mem.shape[0]} entries for {n} nodes")
+        bad = np.flatnonzero(~np.isfinite(mem) | (mem <= 0))
+        if bad.size:
+            raise ClusterError(
+                f"node {names[bad[0]]!r} has memory {mem[bad[0]]:g} bytes; capacities must be positive"
+            )
+        try:
+            bw = np.array(self.bandwidth_mbps, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ClusterError(
+                "bandwidth_mbps is not a numeric square matrix (one row per node)"
+            ) from exc
+        if bw.shape != (n, n):
+            raise ClusterError(
+                f"bandwidth_mbps has shape {'x'.join(map(str, bw.shape))}; "
+                f"it must be a square {n}x{n} matrix, one row and column per node"
+            )
+        np.fill_diagonal(bw, 0.0)
+        bad_bw = np.argwhere(~np.isfinite(bw) | (bw < 0))
+        if bad_bw.size:
+            i, j = bad_bw[0]
+            raise ClusterError(
+                f"bandwidth from {names[i]!r} to {names[j]!r} is {bw[i, j]}; "
+                "bandwidths must be finite and >= 0 (0 = no link)"
+            )
+        speed = None
+        if self.flops_per_s is not None:
+            speed = np.asarray(self.flops_per_s, dtype=float).reshape(-1)
+            if speed.shape != (n,):
+                raise ClusterError(f"flops_per_s has {speed.shape[0]} entries for {n} nodes")
+            bad = np.flatnonzero(~np.isfinite(speed) | (speed <= 0))
+            if bad.size:
+                raise ClusterError(
+                    f"node {names[bad[0]]!r} has speed {speed[bad[0]]:g} FLOP/s; speeds must be positive"
+                )
+            speed.setflags(write=False)
+        mem.setflags(write=False)
+        bw.setflags(write=False)
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "memory_bytes", mem)
+        object.__setattr__(self, "bandwidth_mbps", bw)
+        object.__setattr__(self, "flops_per_s", speed)
+
+    # -- construction -----------------------------------------------------
+
+    @classmethod
+    def uniform(
+        cls,
+        num_nodes: int,
+        *,
+        memory_bytes: float,
+        bandwidth_mbps: float,
+        flops_per_s: float | None = None,
+    ) -> Cluster:
+        """A complete cluster of identical nodes and identical links."""
+        bw = np.full((num_nodes, num_nodes), float(bandwidth_mbps))
+        return cls(
+            names=tuple(f"n{i}" for i in range(num_nodes)),
+            memory_bytes=np.full(num_nodes, float(memory_bytes)),
+            bandwidth_mbps=bw,
+            flops_per_s=None if flops_per_s is None else np.full(num_nodes, float(flops_per_s)),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Cluster:
+        """Build from the documented file format (see module docstring)."""
+        if not isinstance(data, dict) or "nodes" not in data or "bandwidth_mbps" not in data:
+            raise ClusterError(
+                'cluster description needs keys "nodes" and "bandwidth_mbps" (see partopt.cluster)'
+            )
+        nodes = data["nodes"]
+        if not isinstance(nodes, list) or not all(isinstance(x, dict) for x in nodes):
+            raise ClusterError('"nodes" must be a list of {"name", "memory_bytes"} objects')
+        names, mem, speeds = [], [], []
+        for i, node in enumerate(nodes):
+            if "memory_bytes" not in node:
+                raise ClusterError(f'node {i} ({node.get("name", "?")!r}) has no "memory_bytes"')
+            names.append(str(node.get("name", f"n{i}")))
+            try:
+                mem.append(float(node["memory_bytes"]))
+                speeds.append(None if node.get("flops_per_s") is None else float(node["flops_per_s"]))
+            except (TypeError, ValueError) as exc:
+                raise ClusterError(f"node {names[-1]!r}: memory_bytes/flops_per_s must be numbers") from exc
+        given = [s is not None for s in speeds]
+        if any(given) and not all(given):
+            missing = names[given.index(False)]
+            raise ClusterError(f"node {missing!r} has no flops_per_s; give it for all nodes or none")
+        return cls(
+            names=tuple(names),
+            memory_bytes=np.array(mem),
+            bandwidth_mbps=data["bandwidth_mbps"],
+            flops_per_s=np.array(speeds, dtype=float) if all(given) and speeds else None,
+        )
+
+    def to_dict(self) -> dict:
+        nodes = []
+        for i, name in enumerate(self.names):
+            node: dict = {"name": name, "memory_bytes": int(self.memory_bytes[i])
+                          if float(self.memory_bytes[i]).is_integer() else float(self.memory_bytes[i])}
+            if self.flops_per_s is not None:
+                node["flops_per_s"] = float(self.flops_per_s[i])
+            nodes.append(node)
+        return {"nodes": nodes, "bandwidth_mbps": self.bandwidth_mbps.tolist()}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Cluster:
+        """Read a cluster file (``.json``, ``.yaml`` or ``.yml``)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ClusterError(f"cannot read cluster file {str(path)!r}: {exc.strerror}") from exc
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+            raise ClusterError(
+                f"cluster file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'JSON'}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    # -- queries ----------------------------------------------------------
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        """Position of a node by name."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ClusterError(
+                f"unknown node {name!r}; the cluster has {', '.join(self.names[:8])}"
+                + (", ..." if self.num_nodes > 8 else "")
+            ) from None
+
+    def subset(self, keep) -> Cluster:
+        """The cluster restricted to nodes ``keep`` (indices, in that order)."""
+        keep = list(keep)
+        return Cluster(
+            names=tuple(self.names[i] for i in keep),
+            memory_bytes=self.memory_bytes[keep],
+            bandwidth_mbps=self.bandwidth_mbps[np.ix_(keep, keep)],
+            flops_per_s=None if self.flops_per_s is None else self.flops_per_s[keep],
+        )
+
+
+# -- generators -----------------------------------------------------------
+
+
+def paper_bandwidth_mbps(distance_m):
+    """The original work's bandwidth model ``log2(1 + 283230 / d**2)`` in Mbit/s.
+
+    Examples
+    --------
+    >>> [round(float(paper_bandwidth_mbps(d)), 1) for d in (1, 50, 150)]
+    [18.1, 6.8, 3.8]
+    """
+    d = np.asarray(distance_m, dtype=float)
+    return np.log2(1.0 + PAPER_BANDWIDTH_CONSTANT / d**2)
+
+
+def paper_cluster(num_nodes: int, capacity_mb: float, seed: int = 0) -> Cluster:
+    """The original work's random geometric cluster.
+
+    ``num_nodes`` nodes are placed uniformly at random in the square
+    [1, 150] x [1, 150] metres (``numpy.random.default_rng(seed)``); every
+    pair gets bandwidth ``log2(1 + 283230 / d**2)`` Mbit/s, ``d`` their
+    Euclidean distance; every node has ``capacity_mb`` MB (2**20 bytes).
+    """
+    if num_nodes < 1:
+        raise ClusterError(f"--nodes must be at least 1, got {num_nodes}")
+    if not capacity_mb > 0:
+        raise ClusterError(f"capacity must be positive, got {capacity_mb} MB")
+    rng = np.random.default_rng(seed)
+    lo, hi = PAPER_SIDE_M
+    pos = rng.uniform(lo, hi, size=(num_nodes, 2))
+    d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
+    with np.errstate(divide="ignore"):
+        bw = paper_bandwidth_mbps(np.where(d > 0, d, np.inf))
+    bw[d == 0] = paper_bandwidth_mbps(1e-3)  # coincident points: very close, not unlinked
+    return Cluster(
+        names=tuple(f"n{i}" for i in range(num_nodes)),
+        memory_bytes=np.full(num_nodes, capacity_mb * MB),
+        bandwidth_mbps=bw,
+    )
+
+
+def _neighbour_cluster(pos: np.ndarray, edges, capacity_mb: float, seed: int | None) -> Cluster:
+    n = len(pos)
+    bw = np.zeros((n, n))
+    rng = np.random.default_rng(seed) if seed is not None else None
+    for i, j in edges:
+        d = float(np.linalg.norm(pos[i] - pos[j]))
+        b = float(paper_bandwidth_mbps(d))
+        if rng is not None:  # jitter so that links are not all equal
+            b *= rng.uniform(0.5, 1.5)
+        bw[i, j] = bw[j, i] = b
+    return Cluster(
+        names=tuple(f"n{i}" for i in range(n)),
+        memory_bytes=np.full(n, capacity_mb * MB),
+        bandwidth_mbps=bw,
+    )
+
+
+def grid_cluster(
+    rows: int, cols: int, capacity_mb: float, spacing_m: float = 30.0, seed: int | None = None
+) -> Cluster:
+    """Nodes on a ``rows x cols`` grid, linked to their 4 neighbours only.
+
+    Link bandwidth follows the paper's distance model at ``spacing_m``;
+    with a ``seed`` each link is scaled by a uniform factor in [0.5, 1.5].
+    """
+    if rows < 1 or cols < 1:
+        raise ClusterError("grid needs at least one row and one column")
+    pos = np.array([(r * spacing_m, c * spacing_m) for r in range(rows) for c in range(cols)])
+    edges = [(r * cols + c, r * cols + c + 1) for r in range(rows) for c in range(cols - 1)]
+    edges += [(r * cols + c, (r + 1) * cols + c) for r in range(rows - 1) for c in range(cols)]
+    return _neighbour_cluster(pos, edges, capacity_mb, seed)
+
+
+def ring_cluster(
+    num_nodes: int, capacity_mb: float, spacing_m: float = 30.0, seed: int | None = None
+) -> Cluster:
+    """Nodes on a ring, each linked to its two neighbours (see :func:`grid_cluster`)."""
+    if num_nodes < 1:
+        raise ClusterError("ring needs at least one node")
+    angle = 2 * math.pi * np.arange(num_nodes) / num_nodes
+    radius = spacing_m / (2 * math.sin(math.pi / num_nodes)) if num_nodes > 1 else 0.0
+    pos = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    edges = [(i, (i + 1) % num_nodes) for i in range(num_nodes)] if num_nodes > 1 else []
+    if num_nodes == 2:
+        edges = [(0, 1)]
+    return _neighbour_cluster(pos, edges, capacity_mb, seed)

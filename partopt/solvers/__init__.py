@@ -1,0 +1,95 @@
+"""Solver registry: every method maps a name to a function returning :class:`SolverOutput`.
+
+A solver is ``fn(problem, *, time_limit_s, seed, **options) -> SolverOutput``.
+It never scores itself: :func:`partopt.solve.solve` times it, checks its plan
+with :func:`partopt.plan.evaluate` and compares its claimed objective.
+To add a method, write a module here that decorates its function with
+:func:`register` and add the module's name to ``_MODULES`` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from partopt.plan import Plan
+
+__all__ = ["STATUSES", "SolverRefused", "SolverOutput", "SolverInfo", "register", "get", "available"]
+
+STATUSES = ("optimal", "feasible", "infeasible", "no_solution", "error")
+"""optimal: proven optimum; feasible: a plan without proof (with a bound if any);
+infeasible: proven that no valid plan exists; no_solution: none found, nothing proven;
+error: the solver failed (the reason is in ``info["error"]``)."""
+
+
+class SolverRefused(ValueError):
+    """The method will not run on this instance (too large, wrong objective...); says why."""
+
+
+@dataclass
+class SolverOutput:
+    """What a solver hands back; ``solve()`` turns it into a :class:`~partopt.solve.Result`.
+
+    ``objective_s`` is the bottleneck the solver believes its plan has
+    (checked against ``evaluate``); ``lower_bound_s`` a bound it proved.
+    """
+
+    status: str
+    plan: Plan | None = None
+    objective_s: float | None = None
+    lower_bound_s: float | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    name: str
+    fn: Callable[..., SolverOutput]
+    exact: bool
+    description: str
+
+
+_REGISTRY: dict[str, SolverInfo] = {}
+_MODULES = ("random_plan", "brute")
+_loaded = False
+
+
+def register(name: str, *, exact: bool = False, description: str = ""):
+    """Decorator adding a solver under ``name``; ``exact`` solvers prove optimality."""
+
+    def deco(fn):
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"solver {name!r} registered twice")
+        _REGISTRY[name] = SolverInfo(name, fn, exact, description or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        for mod in _MODULES:
+            importlib.import_module(f"partopt.solvers.{mod}")
+        _loaded = True
+
+
+def available() -> dict[str, SolverInfo]:
+    """All registered methods by name."""
+    _load()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(name: str) -> SolverInfo:
+    _load()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}"
+        ) from None
