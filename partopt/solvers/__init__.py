@@ -3,13 +3,14 @@
 A solver is ``fn(problem, *, time_limit_s, seed, **options) -> SolverOutput``.
 It never scores itself: :func:`partopt.solve.solve` times it, checks its plan
 with :func:`partopt.plan.evaluate` and compares its claimed objective.
-To add a method, write a module here that decorates its function with
-:func:`register` and add the module's name to ``_MODULES`` below.
+To add a method, write a module in this package that decorates its
+function with :func:`register`; every module here is imported on first use.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,7 +56,6 @@ class SolverInfo:
 
 
 _REGISTRY: dict[str, SolverInfo] = {}
-_MODULES = ("random_plan", "brute")
 _loaded = False
 
 
@@ -74,8 +74,9 @@ def register(name: str, *, exact: bool = False, description: str = ""):
 def _load() -> None:
     global _loaded
     if not _loaded:
-        for mod in _MODULES:
-            importlib.import_module(f"partopt.solvers.{mod}")
+        for mod in pkgutil.iter_modules(__path__):
+            if not mod.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{mod.name}")
         _loaded = True
 
 
