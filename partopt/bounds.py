@@ -27,6 +27,8 @@ def min_max_transfer_bytes(problem: Problem) -> float:
     cap = float(problem.cluster.memory_bytes.max())
     n = problem.num_nodes
     t = problem.transfer_bytes
+    if len(t) == 0:
+        return 0.0 if min_stages(problem, cap) <= 1 else float("inf")
     if min_stages(problem, cap, np.zeros(len(t), dtype=bool)) <= 1:
         return 0.0
     values = np.unique(t)

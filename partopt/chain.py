@@ -152,7 +152,9 @@ class Chain:
             return self.param_bytes, self.activation_peak_bytes
         if model == "paper":
             return self.paper_memory_bytes, zeros
-        raise ValueError(f"unknown memory model {model!r}; choose one of {', '.join(MEMORY_MODELS)}")
+        raise ValueError(
+            f"unknown memory model {model!r}; choose one of {', '.join(MEMORY_MODELS)}"
+        )
 
     def transfers(self, model: str = "bytes") -> np.ndarray:
         """Bytes crossing each cut under a transfer model, shape ``(B - 1,)``."""

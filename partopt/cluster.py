@@ -160,13 +160,19 @@ class Cluster:
             names.append(str(node.get("name", f"n{i}")))
             try:
                 mem.append(float(node["memory_bytes"]))
-                speeds.append(None if node.get("flops_per_s") is None else float(node["flops_per_s"]))
+                speeds.append(
+                    None if node.get("flops_per_s") is None else float(node["flops_per_s"])
+                )
             except (TypeError, ValueError) as exc:
-                raise ClusterError(f"node {names[-1]!r}: memory_bytes/flops_per_s must be numbers") from exc
+                raise ClusterError(
+                    f"node {names[-1]!r}: memory_bytes/flops_per_s must be numbers"
+                ) from exc
         given = [s is not None for s in speeds]
         if any(given) and not all(given):
             missing = names[given.index(False)]
-            raise ClusterError(f"node {missing!r} has no flops_per_s; give it for all nodes or none")
+            raise ClusterError(
+                f"node {missing!r} has no flops_per_s; give it for all nodes or none"
+            )
         return cls(
             names=tuple(names),
             memory_bytes=np.array(mem),
@@ -177,8 +183,12 @@ class Cluster:
     def to_dict(self) -> dict:
         nodes = []
         for i, name in enumerate(self.names):
-            node: dict = {"name": name, "memory_bytes": int(self.memory_bytes[i])
-                          if float(self.memory_bytes[i]).is_integer() else float(self.memory_bytes[i])}
+            node: dict = {
+                "name": name,
+                "memory_bytes": int(self.memory_bytes[i])
+                if float(self.memory_bytes[i]).is_integer()
+                else float(self.memory_bytes[i]),
+            }
             if self.flops_per_s is not None:
                 node["flops_per_s"] = float(self.flops_per_s[i])
             nodes.append(node)

@@ -52,7 +52,9 @@ def min_stages(problem: Problem, capacity_bytes: float, allowed_cuts=None) -> fl
     """
     b = problem.num_blocks
     end = farthest_ends(problem, capacity_bytes)
-    allowed = np.ones(max(b - 1, 0), dtype=bool) if allowed_cuts is None else np.asarray(allowed_cuts)
+    allowed = (
+        np.ones(max(b - 1, 0), dtype=bool) if allowed_cuts is None else np.asarray(allowed_cuts)
+    )
     i, count = 0, 0
     while i < b:
         j = int(end[i])
@@ -78,15 +80,23 @@ def min_uniform_capacity(problem: Problem, num_stages: int | None = None) -> flo
     hi = problem.stage_memory(0, problem.num_blocks - 1)
     if min_stages(problem, lo) <= k:
         return lo
-    for _ in range(200):  # bisection on bytes; memory values are large, so stop at 1 byte
-        if hi - lo <= max(1.0, 1e-12 * hi):
-            break
+    while True:  # bisection down to float resolution
         mid = 0.5 * (lo + hi)
+        if not lo < mid < hi:
+            break
         if min_stages(problem, mid) <= k:
             hi = mid
         else:
             lo = mid
-    return float(math.ceil(hi))
+    # the greedy partition at ``hi`` is feasible; its largest stage is a real stage
+    # memory in (lo, hi], hence the minimum itself
+    end = farthest_ends(problem, hi)
+    i, worst = 0, 0.0
+    while i < problem.num_blocks:
+        j = int(end[i])
+        worst = max(worst, problem.stage_memory(i, j))
+        i = j + 1
+    return worst
 
 
 def infeasibility_reason(problem: Problem) -> str | None:
@@ -100,9 +110,7 @@ def infeasibility_reason(problem: Problem) -> str | None:
     single = [problem.stage_memory(i, i) for i in range(problem.num_blocks)]
     worst = int(np.argmax(single))
     if single[worst] > cap * (1 + 1e-9):
-        return (
-            f"block {worst} needs {single[worst]:.0f} bytes but the largest node has {cap:.0f}"
-        )
+        return f"block {worst} needs {single[worst]:.0f} bytes but the largest node has {cap:.0f}"
     need = min_stages(problem, cap)
     if need > problem.num_nodes:
         return (

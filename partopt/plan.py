@@ -49,7 +49,9 @@ class Plan:
         object.__setattr__(self, "stages", tuple(self.stages))
 
     @classmethod
-    def from_cuts(cls, cuts: Sequence[int], nodes: Sequence[int], num_blocks: int | None = None) -> Plan:
+    def from_cuts(
+        cls, cuts: Sequence[int], nodes: Sequence[int], num_blocks: int | None = None
+    ) -> Plan:
         """Stages from the cuts taken (cut ``c`` is after block ``c``) and one node per stage.
 
         ``num_blocks`` defaults to ``max(cuts) + 2`` (one block after the last cut).
@@ -61,9 +63,7 @@ class Plan:
             num_blocks = (cuts[-1] + 2) if cuts else 1
         bounds = [-1, *cuts, num_blocks - 1]
         return cls(
-            tuple(
-                Stage(bounds[k] + 1, bounds[k + 1], int(nodes[k])) for k in range(len(nodes))
-            )
+            tuple(Stage(bounds[k] + 1, bounds[k + 1], int(nodes[k])) for k in range(len(nodes)))
         )
 
     @property
@@ -82,8 +82,11 @@ class Plan:
         """JSON-ready stages; node names come from ``problem``'s cluster when given."""
         out = []
         for s in self.stages:
-            d = {"node": problem.cluster.names[s.node] if problem else s.node,
-                 "first_block": s.first_block, "last_block": s.last_block}
+            d = {
+                "node": problem.cluster.names[s.node] if problem else s.node,
+                "first_block": s.first_block,
+                "last_block": s.last_block,
+            }
             out.append(d)
         return out
 

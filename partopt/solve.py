@@ -63,14 +63,16 @@ class Result:
         stages = []
         if self.evaluation is not None:
             for s in self.evaluation.stages:
-                stages.append({
-                    "node": problem.cluster.names[s.node] if problem else s.node,
-                    "first_block": s.first_block,
-                    "last_block": s.last_block,
-                    "memory_bytes": s.memory_bytes,
-                    "compute_s": s.compute_s,
-                    "transfer_s": s.transfer_s,
-                })
+                stages.append(
+                    {
+                        "node": problem.cluster.names[s.node] if problem else s.node,
+                        "first_block": s.first_block,
+                        "last_block": s.last_block,
+                        "memory_bytes": s.memory_bytes,
+                        "compute_s": s.compute_s,
+                        "transfer_s": s.transfer_s,
+                    }
+                )
         return {
             "method": self.method,
             "status": self.status,
@@ -137,7 +139,13 @@ def solve(
     reason = infeasibility_reason(problem)
     if reason is not None:
         return Result(
-            method, "infeasible", None, None, math.inf, None, 0.0,
+            method,
+            "infeasible",
+            None,
+            None,
+            math.inf,
+            None,
+            0.0,
             {"reason": reason, "min_capacity_bytes": min_uniform_capacity(problem)},
         )
     start = time.perf_counter()
@@ -148,8 +156,16 @@ def solve(
     except solvers.SolverRefused:
         raise  # a request the method cannot serve (e.g. too large for brute force)
     except Exception as exc:  # noqa: BLE001 - a solver crash is a result, not a traceback
-        return Result(method, "error", None, None, None, None, time.perf_counter() - start,
-                      {"error": f"{type(exc).__name__}: {exc}"})
+        return Result(
+            method,
+            "error",
+            None,
+            None,
+            None,
+            None,
+            time.perf_counter() - start,
+            {"error": f"{type(exc).__name__}: {exc}"},
+        )
     runtime = time.perf_counter() - start
     info = dict(out.info)
     status = out.status
@@ -164,14 +180,33 @@ def solve(
             evaluation = evaluate(problem, out.plan)
             bottleneck = evaluation.bottleneck_s
         except InvalidPlan as exc:
-            return Result(method, "error", out.plan, None, None, None, runtime,
-                          {**info, "error": f"solver returned an invalid plan: {exc}"})
+            return Result(
+                method,
+                "error",
+                out.plan,
+                None,
+                None,
+                None,
+                runtime,
+                {**info, "error": f"solver returned an invalid plan: {exc}"},
+            )
         if out.objective_s is not None and not math.isclose(
             out.objective_s, bottleneck, rel_tol=OBJECTIVE_RTOL, abs_tol=1e-12
         ):
-            return Result(method, "error", out.plan, bottleneck, None, None, runtime,
-                          {**info, "error": f"solver claimed {out.objective_s!r} s but the plan "
-                                            f"evaluates to {bottleneck!r} s"})
+            return Result(
+                method,
+                "error",
+                out.plan,
+                bottleneck,
+                None,
+                None,
+                runtime,
+                {
+                    **info,
+                    "error": f"solver claimed {out.objective_s!r} s but the plan "
+                    f"evaluates to {bottleneck!r} s",
+                },
+            )
     elif status in ("optimal", "feasible"):
         status = "error"
         info["error"] = f"solver said {out.status} but returned no plan"
@@ -181,9 +216,20 @@ def solve(
         bound = max(bound, out.lower_bound_s)
     if bottleneck is not None:
         if bound > bottleneck * (1 + OBJECTIVE_RTOL) + 1e-12:
-            return Result(method, "error", out.plan, bottleneck, bound, None, runtime,
-                          {**info, "error": f"lower bound {bound!r} s exceeds the plan's "
-                                            f"{bottleneck!r} s: a bound or solver is wrong"})
+            return Result(
+                method,
+                "error",
+                out.plan,
+                bottleneck,
+                bound,
+                None,
+                runtime,
+                {
+                    **info,
+                    "error": f"lower bound {bound!r} s exceeds the plan's "
+                    f"{bottleneck!r} s: a bound or solver is wrong",
+                },
+            )
         bound = min(bound, bottleneck)
     g = gap(bottleneck, bound)
     if status == "feasible" and g is not None and g <= 1e-9:

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 
 from partopt.plan import Plan
 
-__all__ = ["STATUSES", "SolverRefused", "SolverOutput", "SolverInfo", "register", "get", "available"]
+__all__ = [
+    "STATUSES",
+    "SolverRefused",
+    "SolverOutput",
+    "SolverInfo",
+    "register",
+    "get",
+    "available",
+]
 
 STATUSES = ("optimal", "feasible", "infeasible", "no_solution", "error")
 """optimal: proven optimum; feasible: a plan without proof (with a bound if any);
@@ -65,7 +73,9 @@ def register(name: str, *, exact: bool = False, description: str = ""):
     def deco(fn):
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"solver {name!r} registered twice")
-        _REGISTRY[name] = SolverInfo(name, fn, exact, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = SolverInfo(
+            name, fn, exact, description or (fn.__doc__ or "").strip().split("\n")[0]
+        )
         return fn
 
     return deco

@@ -37,10 +37,13 @@ def solve_brute(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> S
         )
     caps = problem.cluster.memory_bytes
     mem = problem.stage_memory_matrix  # inf below the diagonal
-    fits = [[[mem[i, j] <= caps[v] * (1 + 1e-9) for v in range(n)] for j in range(b)]
-            for i in range(b)]
-    comp = [[[problem.compute_time_s(i, j, v) if j >= i else 0.0 for v in range(n)]
-             for j in range(b)] for i in range(b)]
+    fits = [
+        [[mem[i, j] <= caps[v] * (1 + 1e-9) for v in range(n)] for j in range(b)] for i in range(b)
+    ]
+    comp = [
+        [[problem.compute_time_s(i, j, v) if j >= i else 0.0 for v in range(n)] for j in range(b)]
+        for i in range(b)
+    ]
     best_val, best_plan = math.inf, None
     used = [False] * n
     stages: list[Stage] = []
@@ -67,7 +70,9 @@ def solve_brute(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> S
 
     dfs(0, -1, 0.0)
     if best_plan is None:
-        return SolverOutput("infeasible", info={"plans": total,
-                                                "reason": "no plan fits memory and links"})
-    return SolverOutput("optimal", best_plan, objective_s=best_val, lower_bound_s=best_val,
-                        info={"plans": total})
+        return SolverOutput(
+            "infeasible", info={"plans": total, "reason": "no plan fits memory and links"}
+        )
+    return SolverOutput(
+        "optimal", best_plan, objective_s=best_val, lower_bound_s=best_val, info={"plans": total}
+    )

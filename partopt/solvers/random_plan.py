@@ -50,5 +50,6 @@ def solve_random(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> 
         plan = _attempt(problem, rng, ends_by_node)
         if plan is not None:
             return SolverOutput("feasible", plan, info={"attempts": attempt})
-    return SolverOutput("no_solution", info={"attempts": MAX_ATTEMPTS,
-                                             "reason": "no random draw completed a plan"})
+    return SolverOutput(
+        "no_solution", info={"attempts": MAX_ATTEMPTS, "reason": "no random draw completed a plan"}
+    )

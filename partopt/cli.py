@@ -1,0 +1,395 @@
+"""The ``partopt`` command line.
+
+Subcommands: ``inspect`` (cut points and blocks of an ONNX model),
+``solve`` (plan a model on a cluster), ``cluster`` (write a generated
+cluster file), ``methods`` (list solvers), plus those that other modules add
+through their ``add_parsers(subparsers)`` hook (sweeps, reports, export,
+emulation). Every error the user can cause is one line on stderr and exit
+code 1; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+
+from partopt import solvers
+from partopt.chain import MEMORY_MODELS, TRANSFER_MODELS
+from partopt.cluster import MB, Cluster, grid_cluster, paper_cluster, ring_cluster
+from partopt.problem import OBJECTIVES, Problem
+from partopt.solve import Result, solve
+
+__all__ = ["main", "build_parser", "CliError"]
+
+# Modules that add subcommands; each exposes ``add_parsers(subparsers)``.
+_EXTENSIONS = ("partopt.cli_experiments", "partopt.cli_pipeline")
+
+
+class CliError(ValueError):
+    """A usage problem; printed as one line."""
+
+
+# -- formatting -------------------------------------------------------------
+
+
+def _fmt_bytes(n: float) -> str:
+    if not math.isfinite(n):
+        return "inf"
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _fmt_s(t: float | None) -> str:
+    if t is None:
+        return "-"
+    if not math.isfinite(t):
+        return "inf"
+    if t == 0:
+        return "0 s"
+    if t < 1e-3:
+        return f"{t * 1e6:.1f} us"
+    if t < 1:
+        return f"{t * 1e3:.2f} ms"
+    return f"{t:.3f} s"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+# -- shared argument handling -------------------------------------------------
+
+
+def _input_shapes(specs: list[str] | None) -> dict | None:
+    if not specs:
+        return None
+    from partopt.onnx_graph import parse_input_shape
+
+    return dict(parse_input_shape(s) for s in specs)
+
+
+def _load_chain(args):
+    from partopt.chain import build_chain
+    from partopt.onnx_graph import load_graph
+
+    graph = load_graph(args.model, _input_shapes(args.input_shape))
+    return graph, build_chain(graph, cuts=args.cuts)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.onnx", help="ONNX model (weights may be absent)")
+    p.add_argument(
+        "--cuts",
+        choices=("single", "multi"),
+        default="single",
+        help="cut family: single-tensor cut points (default) or multi-tensor boundaries",
+    )
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME=1x3x224x224",
+        help="fix a graph input's shape (symbolic dimensions); repeatable",
+    )
+    p.add_argument(
+        "--memory",
+        choices=MEMORY_MODELS,
+        default="peak",
+        help="memory model of a stage (default: peak)",
+    )
+
+
+def _cluster_from_args(args) -> Cluster:
+    if args.cluster and args.paper_cluster is not None:
+        raise CliError("give either --cluster FILE or --paper-cluster N, not both")
+    if args.cluster:
+        return Cluster.load(args.cluster)
+    if args.paper_cluster is None:
+        raise CliError("no cluster: give --cluster FILE or --paper-cluster N --capacity-mb C")
+    if args.capacity_mb is None:
+        raise CliError("--paper-cluster needs --capacity-mb C (node memory in MB)")
+    return paper_cluster(args.paper_cluster, args.capacity_mb, args.seed)
+
+
+# -- inspect ----------------------------------------------------------------------
+
+
+def cmd_inspect(args) -> int:
+    graph, chain = _load_chain(args)
+    mem_sum, mem_max = chain.memory_terms(args.memory)
+    blocks = [
+        {
+            "param_bytes": int(chain.param_bytes[b]),
+            "memory_bytes": float(mem_sum[b] + mem_max[b]),
+            "flops": float(chain.flops[b]),
+        }
+        for b in range(chain.num_blocks)
+    ]
+    cuts = [
+        {"index": c, "node": chain.cut_names[c], "transfer_bytes": float(chain.transfer_bytes[c])}
+        for c in range(chain.num_blocks - 1)
+    ]
+    total_params = float(chain.param_bytes.sum())
+    doc = {
+        "model": chain.name,
+        "num_nodes": len(graph.nodes),
+        "param_bytes": int(total_params),
+        "cuts": args.cuts,
+        "memory": args.memory,
+        "cut_points": cuts,
+        "blocks": blocks,
+    }
+    if args.compare_cuts:
+        from partopt.chain import compare_cut_methods
+
+        doc["cut_methods"] = compare_cut_methods(graph)
+    if args.json:
+        print(json.dumps(doc, indent=1, default=_json_default))
+        return 0
+    cum = 0.0
+    rows = []
+    for c in cuts:
+        cum += chain.param_bytes[c["index"]]
+        rows.append([str(c["index"]), c["node"], _fmt_bytes(c["transfer_bytes"]), _fmt_bytes(cum)])
+    print(
+        f"model {chain.name}: {len(graph.nodes)} ONNX nodes, "
+        f"{_fmt_bytes(total_params)} of parameters, {len(cuts)} {args.cuts}-tensor cut points, "
+        f"{chain.num_blocks} blocks"
+    )
+    if rows:
+        print(_table(["cut", "after node", "transfer", "params before"], rows))
+    print(
+        f"total: {_fmt_bytes(total_params)} parameters, {chain.flops.sum():.3g} FLOPs, "
+        f"largest block {_fmt_bytes(max(b['memory_bytes'] for b in blocks))} ({args.memory} memory)"
+    )
+    if args.compare_cuts:
+        cm = doc["cut_methods"]
+        print(
+            f"dominators vs singleton levels: {'same set' if cm.get('same') else 'different'} "
+            f"({json.dumps({k: v for k, v in cm.items() if k != 'same'}, default=str)[:200]})"
+        )
+    return 0
+
+
+# -- solve --------------------------------------------------------------------------
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)
+
+
+def print_result(problem: Problem, result: Result) -> None:
+    """Human-readable plan table and bottleneck."""
+    print(f"method {result.method}: {result.status} in {_fmt_s(result.runtime_s)}")
+    if result.status == "infeasible":
+        need = result.info.get("min_capacity_bytes")
+        why = result.info.get("reason", "no plan fits memory and links")
+        print(f"infeasible: {why}")
+        if need is not None:
+            print(f"every node would need at least {_fmt_bytes(need)} ({need / MB:.1f} MB)")
+        return
+    if result.status == "error":
+        print(f"error: {result.info.get('error')}")
+    if result.evaluation is None:
+        if result.status != "error":
+            print(f"no plan: {result.info.get('reason', 'the solver found none')}")
+        return
+    rows = []
+    show_compute = problem.uses_compute
+    for k, s in enumerate(result.evaluation.stages):
+        row = [
+            str(k),
+            problem.cluster.names[s.node],
+            f"{s.first_block}..{s.last_block}",
+            f"{_fmt_bytes(s.memory_bytes)} / {_fmt_bytes(s.capacity_bytes)}",
+        ]
+        if show_compute:
+            row.append(_fmt_s(s.compute_s))
+        row.append(_fmt_s(s.transfer_s) if k + 1 < len(result.evaluation.stages) else "-")
+        rows.append(row)
+    headers = ["stage", "node", "blocks", "memory / capacity"]
+    headers += ["compute"] if show_compute else []
+    headers += ["transfer out"]
+    print(_table(headers, rows))
+    thr = result.evaluation.throughput_per_s
+    print(
+        f"bottleneck {_fmt_s(result.bottleneck_s)} per inference "
+        f"({'unbounded' if math.isinf(thr) else f'{thr:.3f} inferences/s'}); "
+        f"lower bound {_fmt_s(result.lower_bound_s)}; gap "
+        f"{'-' if result.gap is None else f'{100 * result.gap:.2f}%'}"
+    )
+
+
+def cmd_solve(args) -> int:
+    cluster = _cluster_from_args(args)
+    _, chain = _load_chain(args)
+    problem = Problem(
+        chain, cluster, memory=args.memory, transfer=args.transfer, objective=args.objective
+    )
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise CliError(f"--time-limit must be positive seconds, got {args.time_limit}")
+    result = solve(problem, args.method, time_limit_s=args.time_limit, seed=args.seed)
+    doc = result.to_dict(problem)
+    doc.update(
+        {
+            "model": args.model,
+            "cuts": args.cuts,
+            "memory": args.memory,
+            "transfer": args.transfer,
+            "objective": args.objective,
+            "input_shape": args.input_shape or [],
+        }
+    )
+    if args.output:
+        with open(args.output, "w") as fh:
+            json.dump(doc, fh, indent=1, default=_json_default)
+    if args.json:
+        print(json.dumps(doc, indent=1, default=_json_default))
+    else:
+        print_result(problem, result)
+    return 0 if result.status in ("optimal", "feasible") else 2
+
+
+# -- cluster --------------------------------------------------------------------------
+
+
+def cmd_cluster(args) -> int:
+    if args.layout == "paper":
+        cluster = paper_cluster(args.nodes, args.capacity_mb, args.seed)
+    elif args.layout == "ring":
+        cluster = ring_cluster(args.nodes, args.capacity_mb, seed=args.seed)
+    else:
+        if args.rows is None:
+            raise CliError("grid needs --rows R (and --nodes N, a multiple of R)")
+        if args.nodes % args.rows:
+            raise CliError(f"--nodes {args.nodes} is not a multiple of --rows {args.rows}")
+        cluster = grid_cluster(args.rows, args.nodes // args.rows, args.capacity_mb, seed=args.seed)
+    if args.output:
+        cluster.save(args.output)
+        print(f"wrote {args.output}: {cluster.num_nodes} nodes, {args.capacity_mb} MB each")
+    else:
+        print(json.dumps(cluster.to_dict(), indent=1))
+    return 0
+
+
+def cmd_methods(args) -> int:
+    for name, info in solvers.available().items():
+        print(f"{name:20s} {'exact ' if info.exact else '      '} {info.description}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="partopt",
+        description="Split a DNN across an edge cluster as a pipeline with the smallest bottleneck.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("inspect", help="show a model's cut points and blocks")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--compare-cuts",
+        action="store_true",
+        help="also report whether dominators and singleton levels find the same cuts",
+    )
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("solve", help="plan a model on a cluster")
+    _add_model_args(p)
+    p.add_argument("--cluster", metavar="FILE", help="cluster file (JSON or YAML)")
+    p.add_argument(
+        "--paper-cluster",
+        type=int,
+        metavar="N",
+        help="generate the original work's random geometric cluster of N nodes",
+    )
+    p.add_argument("--capacity-mb", type=float, metavar="C", help="node memory in MB (2**20 bytes)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the cluster and the method")
+    p.add_argument(
+        "--method", default="exact", help="solver (see `partopt methods`; default exact)"
+    )
+    p.add_argument(
+        "--transfer",
+        choices=TRANSFER_MODELS,
+        default="bytes",
+        help="transfer model (default: bytes)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="communication",
+        help="communication only (default) or max(communication, compute)",
+    )
+    p.add_argument("--time-limit", type=float, metavar="S", help="solver time limit in seconds")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-o", "--output", metavar="PLAN.json", help="also write the JSON plan here")
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("cluster", help="write a generated cluster file")
+    p.add_argument("layout", choices=("paper", "grid", "ring"))
+    p.add_argument("--nodes", type=int, required=True, metavar="N")
+    p.add_argument("--capacity-mb", type=float, required=True, metavar="C")
+    p.add_argument("--rows", type=int, help="grid rows")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", metavar="FILE", help="JSON or YAML file (default: print)")
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("methods", help="list the available solvers")
+    p.set_defaults(func=cmd_methods)
+
+    for mod in _EXTENSIONS:
+        try:
+            ext = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            continue
+        ext.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("partopt: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (ValueError, OSError) as exc:
+        # ModelError, ClusterError, InvalidPlan, SolverRefused and CliError are ValueErrors
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{msg}: {exc.filename}"
+        print(f"partopt: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
