@@ -1,0 +1,126 @@
+"""``partopt sweep`` and ``partopt report``: the experiment subcommands.
+
+:func:`add_parsers` is called by :mod:`partopt.cli` with its subparsers.
+Errors the user can cause raise :class:`UsageError` (a ``ValueError``) with
+a one-line message, which the main CLI prints before exiting with code 1.
+Heavy imports (solvers, Dask, matplotlib) happen inside the commands, so
+``partopt --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["UsageError", "add_parsers", "cmd_sweep", "cmd_report", "main"]
+
+
+class UsageError(ValueError):
+    """A usage problem; printed as one line."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def cmd_sweep(args) -> int:
+    from partopt.experiments import load_config, run_sweep
+
+    config = load_config(args.config)
+    methods = None
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    out = Path(args.out) if args.out else config.results
+    if out is None:
+        raise UsageError(f"config {args.config} names no results file; give --out FILE")
+    if args.dry_run:
+        from partopt.experiments import read_records
+
+        done = {r["run_key"] for r in read_records(out)}
+        runs = [r for r in config.runs if methods is None or r.method in methods]
+        todo = sum(r.key not in done for r in runs)
+        print(f"{config.name}: {len(runs)} runs ({', '.join(config.methods)}), "
+              f"{len(runs) - todo} already in {out}, {todo} to run")
+        return 0
+    summary = run_sweep(config, out, jobs=args.jobs, scheduler=args.scheduler, limit=args.limit,
+                        methods=methods, progress=not args.quiet)
+    print(summary.line())
+    for failure in summary.failures[:5]:
+        print(f"  failed: {failure}", file=sys.stderr)
+    return 1 if summary.failures else 0
+
+
+def cmd_report(args) -> int:
+    from partopt.report import write_report
+
+    written = write_report(args.results, args.out, published_dir=args.published,
+                           template=args.template, paper=args.paper)
+    print(f"wrote {len(written)} files to {args.out}"
+          + (f" and {args.paper}" if args.paper else ""))
+    return 0
+
+
+def add_parsers(subparsers) -> None:
+    """Add the ``sweep`` and ``report`` subcommands to ``partopt``'s subparsers."""
+    p = subparsers.add_parser(
+        "sweep",
+        help="run an experiment config, appending one JSON record per run (resumable)",
+        description="Run every (instance, method, seed) of CONFIG that is not yet in the results "
+                    "file. Safe to kill and rerun: finished runs are skipped.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="sweep config (.toml or .yaml)")
+    p.add_argument("--out", metavar="FILE", help="results file (JSON lines; default: the config's)")
+    p.add_argument("--jobs", "-j", type=_positive_int, metavar="J",
+                   help="worker processes (default: all cores; 1 = no pool)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)")
+    p.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="run at most N new runs this time")
+    p.add_argument("--methods", metavar="A,B",
+                   help="only these of the config's methods (comma-separated)")
+    p.add_argument("--dry-run", action="store_true", help="count runs done and to do, run nothing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser(
+        "report",
+        help="turn sweep records into tables (Markdown, CSV) and figures (PNG, PDF)",
+    )
+    p.add_argument("results", metavar="RESULTS", nargs="+",
+                   help="results files (JSON lines) or folders holding them")
+    p.add_argument("--out", metavar="DIR", default="report", help="output folder (default: report)")
+    p.add_argument("--published", metavar="DIR",
+                   help="the original study's per-configuration CSVs (default: paper/data if present)")
+    p.add_argument("--template", metavar="FILE",
+                   help="a Markdown template whose {{...}} directives pull in generated files")
+    p.add_argument("--paper", metavar="FILE", help="where to write the rendered template")
+    p.set_defaults(func=cmd_report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m partopt.cli_experiments sweep|report ...``: these subcommands on their own."""
+    parser = argparse.ArgumentParser(prog="partopt", description="partopt experiment subcommands")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_parsers(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("partopt: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"partopt: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
