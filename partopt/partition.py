@@ -1,0 +1,264 @@
+"""Partition dynamic programs shared by the heuristics.
+
+A *partition* splits the chain's blocks into contiguous stages; it is given
+by the cuts it takes (cut ``c`` separates block ``c`` from block ``c + 1``).
+These functions choose partitions without looking at the cluster's links:
+
+* :func:`min_sum_partition` — the partition the original work (SEIFER)
+  places: fewest bytes sent in total, every stage within one capacity, and at
+  most ``max_stages`` stages. The stage limit is part of the DP state, so a
+  partition with more stages never hides a feasible one with fewer.
+* :func:`min_max_partition` — the bottleneck-aware alternative: smallest
+  largest transfer first, then the smallest sum.
+* :func:`original_min_sum_partition` — the original code's DP with its
+  defects available as switches (a memo keyed by start block only, so the
+  stage limit is only checked after the fact; a memo that can outlive a
+  call; a memory sum that skips one block per cut), for ``seifer-original``.
+
+Every function returns the sorted cuts taken, or ``None`` when no partition
+satisfies the constraints.
+
+References
+----------
+Parthasarathy, A. and Krishnamachari, B. (2022). Partitioning and placement
+of deep neural networks on distributed edge devices to maximize inference
+throughput. ITNAC 2022 (arXiv:2210.12219). Section "Partitioning".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from partopt.feasibility import farthest_ends, min_stages
+from partopt.problem import Problem
+
+__all__ = [
+    "min_sum_partition",
+    "min_max_partition",
+    "original_min_sum_partition",
+    "stage_windows",
+]
+
+
+def stage_windows(problem: Problem, capacity_bytes: float) -> np.ndarray:
+    """``end[i]``: the last block a stage starting at block ``i`` may end at (``i - 1``: none)."""
+    return farthest_ends(problem, capacity_bytes)
+
+
+def _allowed_mask(problem: Problem, allowed_cuts) -> np.ndarray:
+    b = problem.num_blocks
+    if allowed_cuts is None:
+        return np.ones(b - 1, dtype=bool)
+    allowed = np.asarray(allowed_cuts, dtype=bool)
+    if allowed.shape != (b - 1,):
+        raise ValueError(f"allowed_cuts needs {b - 1} entries, got {allowed.shape}")
+    return allowed
+
+
+def min_sum_partition(
+    problem: Problem,
+    capacity_bytes: float,
+    max_stages: int,
+    allowed_cuts=None,
+) -> list[int] | None:
+    """Cuts of the partition with the smallest total transfer and at most ``max_stages`` stages.
+
+    Every stage must fit ``capacity_bytes`` (memory model of ``problem``);
+    only cuts where ``allowed_cuts`` (boolean mask over the ``B - 1`` cuts)
+    is true may be taken. Among partitions with the same total, the one with
+    fewer stages wins, then the one whose last stages start earliest.
+
+    The DP runs over "at most ``s`` stages" for ``s = 1, 2, ...``:
+    ``cost_s[j]`` is the least total transfer covering blocks ``0..j`` with
+    at most ``s`` stages, so the stage limit is respected exactly; it stops
+    early once a round improves nothing (no later round can).
+
+    Examples
+    --------
+    >>> from partopt.chain import Chain
+    >>> from partopt.cluster import Cluster
+    >>> p = Problem(Chain.from_arrays([2, 2, 2, 2], [5.0, 1.0, 5.0]),
+    ...             Cluster.uniform(3, memory_bytes=4, bandwidth_mbps=1.0))
+    >>> min_sum_partition(p, 4, 3), min_sum_partition(p, 2, 3)
+    ([1], None)
+    """
+    b = problem.num_blocks
+    if max_stages < 1:
+        return None
+    t = problem.transfer_bytes
+    allowed = _allowed_mask(problem, allowed_cuts)
+    end = stage_windows(problem, capacity_bytes)
+    if b == 1:
+        return [] if end[0] >= 0 else None
+    # fits[i, j]: a stage of blocks i..j fits the capacity.
+    idx = np.arange(b)
+    fits = (idx[None, :] >= idx[:, None]) & (idx[None, :] <= end[:, None])
+    # Entering a stage that starts at block i > 0 costs the transfer of cut i - 1.
+    enter = np.full(b, math.inf)
+    enter[0] = 0.0
+    enter[1:] = np.where(allowed, t, math.inf)
+
+    inf = math.inf
+    cost = np.where(fits[0], 0.0, inf)  # at most one stage
+    parents: list[np.ndarray] = [np.full(b, -1)]  # start block of the last stage, per round
+    rounds = [cost]
+    for _ in range(2, min(max_stages, b) + 1):
+        prev = rounds[-1]
+        before = np.full(b, inf)
+        before[1:] = prev[:-1]  # cover 0..i-1, then cut i-1
+        start_cost = before + enter  # a new stage starting at block i
+        total = np.where(fits, start_cost[:, None], inf)  # [i, j]
+        best_start = np.argmin(total, axis=0)
+        best = total[best_start, idx]
+        improved = best < prev
+        if not improved.any():
+            break
+        rounds.append(np.where(improved, best, prev))
+        parents.append(np.where(improved, best_start, -2))  # -2: same as previous round
+    s = len(rounds) - 1
+    if not math.isfinite(rounds[s][b - 1]):
+        return None
+    cuts: list[int] = []
+    j = b - 1
+    while j >= 0:
+        while s > 0 and parents[s][j] == -2:
+            s -= 1
+        if s == 0:
+            break
+        i = int(parents[s][j])
+        cuts.append(i - 1)
+        j, s = i - 1, s - 1
+    return sorted(cuts)
+
+
+def min_max_partition(
+    problem: Problem, capacity_bytes: float, max_stages: int
+) -> list[int] | None:
+    """Cuts of the partition whose largest transfer is smallest, ties broken by smallest sum.
+
+    Binary search over the sorted distinct transfers: a threshold is
+    achievable iff the greedy partition that only cuts where the transfer is
+    at most the threshold needs at most ``max_stages`` stages
+    (:func:`partopt.feasibility.min_stages`); then :func:`min_sum_partition`
+    restricted to those cuts.
+
+    Examples
+    --------
+    >>> from partopt.chain import Chain
+    >>> from partopt.cluster import Cluster
+    >>> p = Problem(Chain.from_arrays([2, 2, 2, 2], [3.0, 4.0, 3.0]),
+    ...             Cluster.uniform(3, memory_bytes=4, bandwidth_mbps=1.0))
+    >>> min_sum_partition(p, 4, 3), min_max_partition(p, 4, 3)
+    ([1], [0, 2])
+    """
+    b = problem.num_blocks
+    t = problem.transfer_bytes
+    if min_stages(problem, capacity_bytes, np.zeros(b - 1, dtype=bool)) <= min(1, max_stages):
+        return []
+    values = np.unique(t)
+    if len(values) == 0 or min_stages(problem, capacity_bytes) > max_stages:
+        return None
+    lo, hi = 0, len(values) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if min_stages(problem, capacity_bytes, t <= values[mid]) <= max_stages:
+            hi = mid
+        else:
+            lo = mid + 1
+    return min_sum_partition(problem, capacity_bytes, max_stages, t <= values[lo])
+
+
+def original_min_sum_partition(
+    problem: Problem,
+    capacity_bytes: float,
+    max_stages: int,
+    *,
+    memo: dict | None = None,
+    skip_block_memory: bool = False,
+) -> list[int] | None:
+    """The original code's partition DP, defects included.
+
+    The original builds a DAG of memory-feasible stages and finds, by
+    memoised recursion, the minimum-sum path from every first stage to the
+    end of the chain. Its memo is keyed by the block where the rest of the
+    chain starts and holds the single cheapest continuation *regardless of
+    how many stages it has*; the stage limit ``max_stages`` is only checked
+    on the finished candidates (one per first stage), so an instance whose
+    cheapest continuation has too many stages is declared infeasible even
+    when a partition within the limit exists.
+
+    Parameters
+    ----------
+    memo
+        The memo, ``{start block: (stage starts, cost)}``. The original kept
+        it on an object reused across calls and never cleared it, so entries
+        computed under one capacity are reused under the next: pass the same
+        dict to reproduce that (entries then ignore ``capacity_bytes``).
+        ``None`` uses a fresh memo.
+    skip_block_memory
+        The original summed block memory over ``partition_mems[i:j-1]`` for a
+        stage covering blocks ``i..j-1``: every stage but the last one leaves
+        out the memory of its last block (one block per cut).
+
+    Returns
+    -------
+    The sorted cuts, or ``None`` (the original raised ``MemoryError``).
+    Ties go to the shorter stage, as the original iterated stages in order
+    and kept the first strictly better one.
+    """
+    b = problem.num_blocks
+    memo = {} if memo is None else memo
+    cap = capacity_bytes * (1 + 1e-9)
+    t = problem.transfer_bytes
+    mem = problem.stage_memory_matrix
+    fits = mem <= cap  # fits[i, j]: blocks i..j fit
+    if skip_block_memory:
+        fits[:, : b - 1] = np.eye(b, dtype=bool)[:, : b - 1]  # a one-block stage counts 0 bytes
+        fits[:, 1 : b - 1] |= mem[:, : b - 2] <= cap  # blocks i..j counted as i..j-1
+        fits[np.tril_indices(b, -1)] = False
+
+    def continuation(i: int, j: int) -> tuple[tuple[int, ...], float] | None:
+        """Stages i..j then the memoised rest, or None if the rest is impossible."""
+        if j == b - 1:
+            return (i,), 0.0
+        rest, cost = memo[j + 1]
+        return ((i, *rest), float(t[j]) + cost) if rest else None
+
+    def fill(root: int) -> None:
+        """Fill ``memo`` for every start block reachable from ``root`` (the original recursion,
+        made iterative so that long chains do not hit Python's recursion limit)."""
+        stack = [root]
+        while stack:
+            i = stack[-1]
+            if i in memo:
+                stack.pop()
+                continue
+            ends = np.flatnonzero(fits[i, i:]) + i
+            missing = [int(j) + 1 for j in ends if j < b - 1 and int(j) + 1 not in memo]
+            if missing:
+                stack.extend(reversed(missing))
+                continue
+            stack.pop()
+            best: tuple[tuple[int, ...], float] = ((), math.inf)
+            for j in ends:
+                cand = continuation(i, int(j))
+                if cand is not None and cand[1] < best[1]:
+                    best = cand
+            memo[i] = best
+
+    best_starts: tuple[int, ...] = ()
+    best_cost = math.inf
+    for j in np.flatnonzero(fits[0]):  # every first stage 0..j is a root of the original DAG
+        j = int(j)
+        if j < b - 1:
+            fill(j + 1)
+        cand = continuation(0, j)
+        if cand is None or len(cand[0]) > max_stages:
+            continue  # the stage limit, checked only here
+        if cand[1] < best_cost:
+            best_starts, best_cost = cand
+    if not best_starts:
+        return None
+    return [s - 1 for s in best_starts[1:]]
