@@ -38,13 +38,39 @@ __all__ = [
     "min_sum_partition",
     "min_max_partition",
     "original_min_sum_partition",
-    "stage_windows",
+    "stage_fits_matrix",
 ]
 
 
-def stage_windows(problem: Problem, capacity_bytes: float) -> np.ndarray:
-    """``end[i]``: the last block a stage starting at block ``i`` may end at (``i - 1``: none)."""
-    return farthest_ends(problem, capacity_bytes)
+def stage_fits_matrix(
+    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool = False
+) -> np.ndarray:
+    """``fits[i, j]``: a stage of blocks ``i..j`` fits ``capacity_bytes`` (false for ``j < i``).
+
+    With ``skip_block_memory`` the original code's memory sum is used: a
+    stage that is not the last one is charged for blocks ``i..j-1`` only
+    (it summed ``partition_mems[i:j-1]``), so a one-block stage costs 0.
+
+    Examples
+    --------
+    >>> from partopt.chain import Chain
+    >>> from partopt.cluster import Cluster
+    >>> p = Problem(Chain.from_arrays([2, 2, 2], [1.0, 1.0]),
+    ...             Cluster.uniform(2, memory_bytes=2, bandwidth_mbps=1.0))
+    >>> stage_fits_matrix(p, 2).astype(int).tolist()
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    >>> stage_fits_matrix(p, 2, skip_block_memory=True).astype(int).tolist()
+    [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    """
+    b = problem.num_blocks
+    mem = problem.stage_memory_matrix
+    cap = capacity_bytes * (1 + 1e-9)
+    fits = mem <= cap
+    if skip_block_memory:
+        fits[:, : b - 1] = np.eye(b, dtype=bool)[:, : b - 1]
+        fits[:, 1 : b - 1] |= mem[:, : b - 2] <= cap
+        fits[np.tril_indices(b, -1)] = False
+    return fits
 
 
 def _allowed_mask(problem: Problem, allowed_cuts) -> np.ndarray:
@@ -62,12 +88,15 @@ def min_sum_partition(
     capacity_bytes: float,
     max_stages: int,
     allowed_cuts=None,
+    fits=None,
 ) -> list[int] | None:
     """Cuts of the partition with the smallest total transfer and at most ``max_stages`` stages.
 
-    Every stage must fit ``capacity_bytes`` (memory model of ``problem``);
-    only cuts where ``allowed_cuts`` (boolean mask over the ``B - 1`` cuts)
-    is true may be taken. Among partitions with the same total, the one with
+    Every stage must fit ``capacity_bytes`` (memory model of ``problem``),
+    or, if given, satisfy ``fits`` (``fits[i, j]``: blocks ``i..j`` may form
+    a stage, see :func:`stage_fits_matrix`); only cuts where
+    ``allowed_cuts`` (boolean mask over the ``B - 1`` cuts) is true may be
+    taken. Among partitions with the same total, the one with
     fewer stages wins, then the one whose last stages start earliest.
 
     The DP runs over "at most ``s`` stages" for ``s = 1, 2, ...``:
@@ -89,12 +118,12 @@ def min_sum_partition(
         return None
     t = problem.transfer_bytes
     allowed = _allowed_mask(problem, allowed_cuts)
-    end = stage_windows(problem, capacity_bytes)
-    if b == 1:
-        return [] if end[0] >= 0 else None
-    # fits[i, j]: a stage of blocks i..j fits the capacity.
     idx = np.arange(b)
-    fits = (idx[None, :] >= idx[:, None]) & (idx[None, :] <= end[:, None])
+    if fits is None:
+        end = farthest_ends(problem, capacity_bytes)
+        fits = (idx[None, :] >= idx[:, None]) & (idx[None, :] <= end[:, None])
+    if b == 1:
+        return [] if fits[0, 0] else None
     # Entering a stage that starts at block i > 0 costs the transfer of cut i - 1.
     enter = np.full(b, math.inf)
     enter[0] = 0.0
@@ -210,14 +239,8 @@ def original_min_sum_partition(
     """
     b = problem.num_blocks
     memo = {} if memo is None else memo
-    cap = capacity_bytes * (1 + 1e-9)
     t = problem.transfer_bytes
-    mem = problem.stage_memory_matrix
-    fits = mem <= cap  # fits[i, j]: blocks i..j fit
-    if skip_block_memory:
-        fits[:, : b - 1] = np.eye(b, dtype=bool)[:, : b - 1]  # a one-block stage counts 0 bytes
-        fits[:, 1 : b - 1] |= mem[:, : b - 2] <= cap  # blocks i..j counted as i..j-1
-        fits[np.tril_indices(b, -1)] = False
+    fits = stage_fits_matrix(problem, capacity_bytes, skip_block_memory=skip_block_memory)
 
     def continuation(i: int, j: int) -> tuple[tuple[int, ...], float] | None:
         """Stages i..j then the memoised rest, or None if the rest is impossible."""
