@@ -33,7 +33,7 @@ def _positive_int(text: str) -> int:
 def cmd_sweep(args) -> int:
     from partopt.experiments import load_config, run_sweep
 
-    config = load_config(args.config)
+    config = load_config(args.config, check_methods=False)  # run_sweep checks the ones it runs
     methods = None
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -46,8 +46,12 @@ def cmd_sweep(args) -> int:
         done = {r["run_key"] for r in read_records(out)}
         runs = [r for r in config.runs if methods is None or r.method in methods]
         todo = sum(r.key not in done for r in runs)
+        from partopt import solvers
+
+        missing = [m for m in config.methods if m not in solvers.available()]
         print(f"{config.name}: {len(runs)} runs ({', '.join(config.methods)}), "
-              f"{len(runs) - todo} already in {out}, {todo} to run")
+              f"{len(runs) - todo} already in {out}, {todo} to run"
+              + (f"; not registered yet: {', '.join(missing)}" if missing else ""))
         return 0
     summary = run_sweep(config, out, jobs=args.jobs, scheduler=args.scheduler, limit=args.limit,
                         methods=methods, progress=not args.quiet)
@@ -60,10 +64,16 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from partopt.report import write_report
 
+    if args.paper and not args.template:
+        raise UsageError("--paper FILE needs --template FILE (the Markdown to render)")
+    missing: list[str] = []
     written = write_report(args.results, args.out, published_dir=args.published,
-                           template=args.template, paper=args.paper)
+                           template=args.template, paper=args.paper, missing=missing)
     print(f"wrote {len(written)} files to {args.out}"
-          + (f" and {args.paper}" if args.paper else ""))
+          + (f" and {written[-1]}" if args.template else ""))
+    if missing:
+        print(f"partopt: {len(missing)} template directives have no data yet (shown as n/a): "
+              + ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else ""), file=sys.stderr)
     return 0
 
 

@@ -80,6 +80,7 @@ __all__ = [
     "build_problem",
     "execute",
     "read_records",
+    "snapshot_path",
     "append_record",
     "strip_timings",
     "run_sweep",
@@ -274,6 +275,15 @@ def _check_models(models: list, memory: list, transfer: list, cuts: list, what: 
             raise ConfigError(f"{what}.cuts: unknown cut family {x!r}; choose from {_CUTS}")
 
 
+def _check_registered(methods: Iterable[str]) -> None:
+    from partopt import solvers
+
+    registered = solvers.available()
+    for name in methods:
+        if name not in registered:
+            raise ConfigError(f"method {name!r} is not registered; available: {', '.join(registered)}")
+
+
 def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = True) -> list[Run]:
     """All runs of a parsed config, in a deterministic order, without duplicates.
 
@@ -294,11 +304,6 @@ def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = T
     ):
         raise ConfigError("[methods.NAME] must be tables of options")
     default_tl = data.get("time_limit_s")
-    registered = None
-    if check_methods:
-        from partopt import solvers
-
-        registered = solvers.available()
 
     runs: list[Run] = []
     seen: set[str] = set()
@@ -330,11 +335,8 @@ def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = T
             # the paper clusters have no compute speeds, so 'max' has nothing to add
             raise ConfigError(f"{what}.objective: sweeps support 'communication' only, got {objective!r}")
         methods = _method_entries(grid["methods"], global_options, f"{what}.methods")
-        for name, _ in methods:
-            if registered is not None and name not in registered:
-                raise ConfigError(
-                    f"method {name!r} is not registered; available: {', '.join(registered)}"
-                )
+        if check_methods:
+            _check_registered(name for name, _ in methods)
         for model, mem, tr, cut, cap, n, seed in itertools.product(
             models, memory, transfer, cuts, caps, nodes, seeds
         ):
@@ -617,8 +619,14 @@ def _execute_safely(run: Run) -> tuple[dict | None, str | None]:
 # -- the results file -------------------------------------------------------------------------
 
 
+def snapshot_path(path: str | Path) -> Path:
+    """The committed, gzip-compressed copy of a results file: ``NAME.jsonl.gz``."""
+    path = Path(path)
+    return path.with_name(path.name + ".gz")
+
+
 def read_records(path: str | Path, *, repair: bool = False) -> list[dict]:
-    """Records of a JSON-lines results file (``[]`` if it does not exist).
+    """Records of a JSON-lines results file, plain or ``.gz`` (``[]`` if it does not exist).
 
     A last line without its newline is what a killed writer leaves: it is
     ignored, and with ``repair`` cut off the file so that appending can
@@ -628,6 +636,10 @@ def read_records(path: str | Path, *, repair: bool = False) -> list[dict]:
     if not path.exists():
         return []
     data = path.read_bytes()
+    if path.suffix == ".gz":
+        import gzip
+
+        data, repair = gzip.decompress(data), False
     complete = data.rfind(b"\n") + 1
     if repair and complete < len(data):
         with open(path, "r+b") as fh:
@@ -796,7 +808,14 @@ def run_sweep(
             raise ValueError(f"method {missing[0]!r} is not in config {config.name!r} "
                              f"(it has {', '.join(config.methods)})")
         runs = [r for r in runs if r.method in methods]
+    _check_registered(r.method for r in runs)
     out.parent.mkdir(parents=True, exist_ok=True)
+    snapshot = snapshot_path(out)
+    if not out.exists() and snapshot.exists():
+        # a fresh clone has only the committed snapshot: resume from it
+        import gzip
+
+        out.write_bytes(gzip.decompress(snapshot.read_bytes()))
     done = {r["run_key"] for r in read_records(out, repair=True)}
     todo = [r for r in runs if r.key not in done]
     already = len(runs) - len(todo)

@@ -110,7 +110,9 @@ def _result_files(paths: Iterable[str | Path]) -> list[Path]:
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(p.glob("*.jsonl"))
+            plain = sorted(p.glob("*.jsonl"))
+            # a snapshot NAME.jsonl.gz only counts when its working file NAME.jsonl is absent
+            files += plain + sorted(g for g in p.glob("*.jsonl.gz") if g.with_suffix("") not in plain)
         elif p.exists():
             files.append(p)
         else:
@@ -119,25 +121,21 @@ def _result_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load_records(paths: Iterable[str | Path]) -> list[dict]:
-    """Records from JSON-lines files or folders of ``*.jsonl``, one per ``run_key``.
+    """Records from JSON-lines files (plain or ``.gz``) or folders of them, one per run and sweep.
 
-    A truncated last line (a killed sweep) is skipped; when the same run
-    appears twice (in two files), the later one is kept.
+    A truncated last line (a killed sweep) is skipped; when the same run of
+    the same sweep appears twice (in two files), the later one is kept. The
+    same run in two sweeps (the scaling study repeats some instances of the
+    grids) is kept once per sweep.
     """
-    by_key: dict[str, dict] = {}
+    from partopt.experiments import read_records  # the results-file format lives there
+
+    by_key: dict[tuple, dict] = {}
     for path in _result_files(paths):
-        data = path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        for lineno, line in enumerate(complete.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
-            if "run_key" not in rec or "instance_key" not in rec:
-                raise ValueError(f"{path}:{lineno}: record has no run_key/instance_key")
-            by_key[rec["run_key"]] = rec
+        for rec in read_records(path):
+            if "instance_key" not in rec:
+                raise ValueError(f"{path}: record {rec['run_key']!r} has no instance_key")
+            by_key[(rec.get("sweep"), rec["run_key"])] = rec
     return list(by_key.values())
 
 
@@ -392,20 +390,23 @@ def quality_table(rows: Sequence[dict], by: Sequence[str] = ("model", "capacity_
 def runtime_table(rows: Sequence[dict], by: Sequence[str] = ("nodes",), name: str = "runtime",
                   title: str = "") -> Table:
     """Per regime, group and method: solver runtime in milliseconds (median, mean, max)."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         if r.get("runtime_s") is not None and r.get("status") != "infeasible":
-            groups[(r["regime"], *(r.get(k) for k in by), r["label"])].append(r["runtime_s"])
+            groups[(r["regime"], *(r.get(k) for k in by), r["label"])].append(r)
     out = []
     for key in sorted(groups, key=lambda k: (*k[:-1], _label_sort_key(k[-1]))):
-        t = np.asarray(groups[key])
+        t = np.asarray([r["runtime_s"] for r in groups[key]])
+        proven = sum(r["status"] == "optimal" for r in groups[key]) / len(t)
         out.append([*key, len(t), float(np.median(t)), float(t.mean()),
-                    float(np.percentile(t, 95)), float(t.max())])
-    headers = ["regime", *by, "method", "runs", "median ms", "mean ms", "p95 ms", "max ms"]
-    fmts = [str] + [_fmt_any] * len(by) + [str, _fmt_int] + [_fmt_ms] * 4
+                    float(np.percentile(t, 95)), float(t.max()), proven])
+    headers = ["regime", *by, "method", "runs", "median ms", "mean ms", "p95 ms", "max ms",
+               "proven optimal"]
+    fmts = [str] + [_fmt_any] * len(by) + [str, _fmt_int] + [_fmt_ms] * 4 + [_fmt_pct]
     return Table(name, title or "Solver runtime", headers, out, fmts,
                  note="Wall-clock time inside the solver (bounds and evaluation excluded), "
-                      "in milliseconds; instances proven infeasible before solving are left out.")
+                      "in milliseconds; instances proven infeasible before solving are left out. "
+                      "Proven optimal: share of runs ending with status optimal.")
 
 
 def consistency_table(summary: dict[str, InstanceSummary]) -> Table:
@@ -732,6 +733,8 @@ def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list
     Each point averages the instances where every plotted method returned a plan.
     """
     plt = _pyplot()
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
     regrows = [r for r in rows if r["regime"] == reg]
     models = sorted({r["model"] for r in regrows})
     caps = sorted({r["capacity_mb"] for r in regrows})
@@ -768,6 +771,10 @@ def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list
                 ax.set_xlabel("nodes N", fontsize=8)
             if any(v > 0 for vals in series.values() for v in vals if np.isfinite(v)):
                 ax.set_yscale("log")  # bottlenecks span decades; a one-node 0 is not drawn
+                # labelled ticks at 1, 2, 5 x 10^k; matplotlib's default minor labels are slow
+                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3, which="both")
     handles, labels_ = axes[0][0].get_legend_handles_labels()
@@ -852,7 +859,8 @@ def _format_number(value, spec: str | None) -> str:
     return _fmt_any(value) if isinstance(value, float) else str(value)
 
 
-def render_template(template: str, generated: Path, relative_to: Path, numbers: dict) -> str:
+def render_template(template: str, generated: Path, relative_to: Path, numbers: dict,
+                    missing: list[str] | None = None) -> str:
     """Fill a paper template's directives from the generated files.
 
     ``{{table NAME}}`` includes ``tables/NAME.md``; ``{{csv NAME}}`` links
@@ -861,7 +869,9 @@ def render_template(template: str, generated: Path, relative_to: Path, numbers: 
     inserts a value of ``numbers.json`` with a Python format spec
     (``.1%`` = percent with one decimal). Paths are written relative to
     ``relative_to`` (the paper's folder). A directive naming nothing
-    generated raises :class:`ValueError`.
+    generated raises :class:`ValueError`, unless a ``missing`` list is
+    given: then it is rendered as "n/a" and its name appended to the list
+    (results still to come).
 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp())
@@ -875,23 +885,29 @@ def render_template(template: str, generated: Path, relative_to: Path, numbers: 
 
     def sub(m: re.Match) -> str:
         kind, name, arg = m.group(1), m.group(2), m.group(3)
+        def absent(what: str) -> str:
+            if missing is None:
+                raise ValueError(f"template: no generated {what} {name!r}")
+            missing.append(f"{what} {name}")
+            return "n/a" if kind == "number" else f"*({what} {name}: no data yet)*"
+
         if kind == "number":
             if name not in numbers:
-                raise ValueError(f"template: no generated number {name!r}")
+                return absent("number")
             return _format_number(numbers[name], arg)
         if kind == "table":
             p = generated / "tables" / f"{name}.md"
             if not p.exists():
-                raise ValueError(f"template: no generated table {name!r} ({p})")
+                return absent("table")
             return p.read_text().rstrip("\n") + f"\n\n([CSV]({rel(p.with_suffix('.csv'))}))"
         if kind == "csv":
             p = generated / "tables" / f"{name}.csv"
             if not p.exists():
-                raise ValueError(f"template: no generated table {name!r} ({p})")
+                return absent("table")
             return f"[{arg or name + '.csv'}]({rel(p)})"
         p = generated / "figures" / f"{name}.png"
         if not p.exists():
-            return f"*(figure {name}: no data yet)*"
+            return absent("figure")
         return f"![{arg or name}]({rel(p)})\n\n*{arg or ''}* ([PDF]({rel(p.with_suffix('.pdf'))}))"
 
     return _DIRECTIVE.sub(sub, template)
@@ -919,6 +935,34 @@ def _default_published() -> Path | None:
     return None
 
 
+def _grid_numbers(rows: Sequence[dict], numbers: dict) -> None:
+    """What each regime's grid covers, for the paper's setup section."""
+    for reg in sorted({r["regime"] for r in rows}):
+        sub = [r for r in rows if r["regime"] == reg]
+        tag = f"grid.{_slug(reg)}"
+        models = sorted({r["model"] for r in sub})
+        numbers[f"{tag}.models"] = ", ".join(PUBLISHED_MODELS.get(m, m) for m in models)
+        numbers[f"{tag}.capacities_mb"] = ", ".join(f"{c:g}" for c in sorted({r["capacity_mb"] for r in sub}))
+        numbers[f"{tag}.nodes"] = ", ".join(str(n) for n in sorted({r["nodes"] for r in sub}))
+        numbers[f"{tag}.instances"] = len({r["instance_key"] for r in sub})
+        numbers[f"{tag}.records"] = len(sub)
+        numbers[f"{tag}.methods"] = ", ".join(sorted({r["method"] for r in sub}))
+        per_config: dict[tuple, set] = defaultdict(set)
+        for r in sub:
+            per_config[(r["model"], r["capacity_mb"], r["nodes"])].add(r["seed"])
+        numbers[f"{tag}.clusters_per_configuration"] = int(np.median([len(v) for v in per_config.values()]))
+        numbers[f"{tag}.nontrivial_instances"] = len({r["instance_key"] for r in sub if r["nontrivial"]})
+        numbers[f"{tag}.infeasible_instances"] = len(
+            {r["instance_key"] for r in sub if r["infeasible_instance"]})
+        stages = [r["stages"] for r in sub if r.get("stages") and r["method"] in ("exact", "brute", "milp")]
+        if stages:
+            numbers[f"{tag}.optimal_stages_min"], numbers[f"{tag}.optimal_stages_max"] = min(stages), max(stages)
+
+
+def _is_scaling(rec: dict) -> bool:
+    return str(rec.get("sweep", "")).startswith("scaling")
+
+
 def write_report(
     results: Iterable[str | Path],
     outdir: str | Path,
@@ -926,17 +970,25 @@ def write_report(
     published_dir: str | Path | None = None,
     template: str | Path | None = None,
     paper: str | Path | None = None,
+    missing: list[str] | None = None,
 ) -> list[Path]:
     """Write every table, figure and ``numbers.json`` under ``outdir``; render the paper.
 
-    Returns the files written.
+    Records of sweeps named ``scaling*`` go to the scaling tables and the
+    solve-time figure only; all others to the study tables and figures.
+    Directives of the template that find no data yet are rendered "n/a" and
+    listed in ``missing`` (if given; otherwise they raise). Returns the
+    files written.
     """
+    results = list(results)
     outdir = Path(outdir)
     records = load_records(results)
     if not records:
         raise ValueError("no records in " + ", ".join(map(str, results)))
     summary = instance_summary(records)
-    rows = annotate(records, summary)
+    all_rows = annotate(records, summary)
+    rows = [r for r in all_rows if not _is_scaling(r)]
+    scaling = [r for r in all_rows if _is_scaling(r)]
     published = load_published(published_dir if published_dir is not None else _default_published())
     numbers: dict = {
         "records": len(records),
@@ -944,39 +996,49 @@ def write_report(
         "instances_with_optimum": sum(s.optimum is not None for s in summary.values()),
         "methods": ", ".join(sorted({r["method"] for r in records})),
     }
+    _grid_numbers(rows, numbers)
     written: list[Path] = []
+    overall = quality_table(rows, (), "quality_overall", "Ratio to the proven optimum, all instances")
+    runtime = runtime_table(rows, (), "runtime_overall", "Solver runtime, all instances")
+    consistency = consistency_table(summary)
     tables = [
         quality_table(rows, ("model", "capacity_mb"), "quality_by_model_capacity",
                       "Ratio to the proven optimum by model and capacity"),
         quality_table(rows, ("model",), "quality_by_model", "Ratio to the proven optimum by model"),
-        quality_table(rows, (), "quality_overall", "Ratio to the proven optimum, all instances"),
+        overall,
         quality_table(rows, ("nodes",), "quality_by_nodes", "Ratio to the proven optimum by N"),
         runtime_table(rows, ("nodes",), "runtime_by_nodes", "Solver runtime by N"),
-        runtime_table(rows, (), "runtime_overall", "Solver runtime, all instances"),
-        consistency_table(summary),
+        runtime,
+        consistency,
         headline_table(rows, published, numbers),
     ]
+    if scaling:
+        tables += [runtime_table(scaling, ("cuts", "nodes"), "scaling_by_nodes",
+                                 "Solve time as the cluster grows (scaling study)"),
+                   runtime_table(scaling, ("model", "num_blocks"), "scaling_by_blocks",
+                                 "Solve time as the chain grows (scaling study)")]
     if published:
         repro = reproduction_table(rows, published)
         tables += [repro, reproduction_summary(repro)]
+        for row in tables[-1].rows:
+            numbers[f"reproduction.{_slug(row[0])}.median_ratio"] = row[3]
+            numbers[f"reproduction.{_slug(row[0])}.compared"] = row[2]
     for t in tables:
         written += _write_table(t, outdir)
-    for row in tables[2].rows:  # quality_overall: regime, label, ...
+    for row in overall.rows:  # regime, label, ...
         tag = f"quality.{_slug(row[0])}.{_slug(row[1])}"
         for name, v in zip(("instances", "solved", "mean", "median", "max", "optimal"), row[2:],
                            strict=True):
             numbers[f"{tag}.{name}"] = v
-    for row in tables[5].rows:  # runtime_overall
+    for row in runtime.rows:  # regime, label, runs, median, mean, p95, max, proven
         tag = f"runtime.{_slug(row[0])}.{_slug(row[1])}"
         numbers[f"{tag}.median_s"], numbers[f"{tag}.max_s"] = row[3], row[6]
-    numbers["consistency.disagreements"] = len(tables[6].rows)
+    numbers["consistency.disagreements"] = len(consistency.rows)
 
     figdir = outdir / "figures"
     for reg in sorted({r["regime"] for r in rows}):
-        sweep_rows = [r for r in rows if r["regime"] == reg and not str(r.get("sweep", "")).startswith("scaling")]
-        written += figure_bottleneck_vs_n(sweep_rows, reg, figdir)
-        written += figure_gap_distribution(sweep_rows, reg, figdir)
-    scaling = [r for r in rows if str(r.get("sweep", "")).startswith("scaling")]
+        written += figure_bottleneck_vs_n(rows, reg, figdir)
+        written += figure_gap_distribution(rows, reg, figdir)
     written += figure_solve_time(scaling or rows, figdir)
 
     nums = outdir / "numbers.json"
@@ -989,6 +1051,6 @@ def write_report(
             template.name.replace(".template", ""))
         if paper.resolve() == template.resolve():
             raise ValueError(f"the rendered paper would overwrite its template {template}")
-        paper.write_text(render_template(template.read_text(), outdir, paper.parent, numbers))
+        paper.write_text(render_template(template.read_text(), outdir, paper.parent, numbers, missing))
         written.append(paper)
     return written

@@ -257,3 +257,22 @@ def test_shipped_configs_load(tmp_path):
     for cfg in sorted((REPO / "experiments" / "configs").glob("*.toml")):
         conf = load_config(cfg, check_methods=False)
         assert conf.runs and conf.results is not None, cfg.name
+
+
+def test_resume_from_the_committed_gzip_snapshot(tmp_path):
+    import gzip
+
+    from partopt.experiments import snapshot_path
+    from partopt.report import load_records
+
+    cfg = load_config(write(tmp_path, "two.toml", TWO_INSTANCES))
+    out = tmp_path / "two.jsonl"
+    run_sweep(cfg, out, jobs=1, progress=False, limit=2)
+    snap = snapshot_path(out)
+    snap.write_bytes(gzip.compress(out.read_bytes()))
+    out.unlink()  # a fresh clone: only the snapshot is committed
+    assert len(load_records([tmp_path])) == 2
+    summary = run_sweep(cfg, out, jobs=1, progress=False)
+    assert (summary.already, summary.ran) == (2, 2)
+    assert sorted(keys(read_records(out))) == sorted(r.key for r in cfg.runs)
+    assert len(load_records([tmp_path])) == 4  # the folder prefers the working file
