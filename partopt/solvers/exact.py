@@ -1,0 +1,516 @@
+r"""``exact``: the certified exact solver (threshold search + path search + MILP).
+
+The optimum of min-bottleneck partitioning and placement is one of finitely
+many *candidate values*: a transfer time :math:`\tau_{cuv}` of some cut over
+some link, a stage's compute time (``max`` objective), or 0 (one stage). For
+a threshold :math:`\theta` the *decision problem* "is there a plan with
+bottleneck :math:`\le \theta`?" keeps only the stages and (cut, link) pairs
+that are at most :math:`\theta`: a cut whose transfer over every link
+exceeds :math:`\theta` can never be cut (its blocks merge), a link too slow
+for a cut cannot carry it, a node with nothing usable drops out. The
+optimum is the smallest candidate whose decision problem is feasible.
+
+Algorithm
+---------
+1. **Bounds.** :func:`partopt.bounds.lower_bound_s` gives :math:`L`.
+2. **Incumbent.** The path search below at :math:`\theta = \infty` returns
+   some plan (or proves there is none); its bottleneck is :math:`U`.
+3. **Candidates.** The sorted distinct candidate values in :math:`[L, U]`.
+4. **Walk relaxation.** Ignoring node distinctness, the decision problem is
+   a reachability question in the acyclic graph of states "a stage starts
+   at block :math:`i` on node :math:`v`" with transitions through a
+   memory-(and compute-)feasible stage and an allowed transfer. A backward
+   dynamic program computes :math:`H_\theta(i, v)`, the fewest stages that
+   finish the chain from that state (walks may revisit nodes), in
+   :math:`O(B \cdot W \cdot N + B N^2)` for windows of :math:`W` blocks.
+   :math:`\min_v H_\theta(0, v) > N` *proves* infeasibility. A binary search
+   over the candidates with this test alone yields the smallest candidate
+   not refuted by the relaxation, a lower bound.
+5. **Exact decision.** From there upwards (galloping, then bisection
+   against :math:`U`), each threshold is decided exactly by a depth-first
+   search over *simple node paths*. Partitions are not enumerated: a search
+   state is (last node, used nodes, the set :math:`S` of blocks at which
+   the last node's stage may start), so all partitions that fit one node
+   sequence are explored at once, and a next node :math:`w` is kept only
+   with the starts :math:`s` where :math:`H_\theta(s, w)` does not exceed
+   the number of unused nodes. Failed states are memoised. A completed path
+   is a plan (feasible); an exhausted search is a proof (infeasible).
+6. **MILP fallback.** If the search exceeds its budget, the stage-flow MILP
+   (:mod:`partopt.solvers.milp`) is solved on the instance reduced to the
+   threshold, with the proven lower bound on :math:`\beta`: it minimises
+   over all plans :math:`\le \theta`, so its optimum (if any) is the
+   global optimum, and its infeasibility proves the threshold infeasible.
+7. **Stop.** When the smallest unrefuted candidate reaches :math:`U` the
+   incumbent is optimal. At the time limit the incumbent is returned as
+   ``feasible`` with the smallest unrefuted candidate as its proven bound.
+
+Every plan is checked and scored by :func:`partopt.plan.evaluate` in
+:func:`partopt.solve.solve`; thresholds are compared with the exact
+floating-point expressions that :class:`~partopt.problem.Problem` uses, so
+"bottleneck :math:`\le \theta`" means the same thing here and there.
+"infeasible" is only reported on a proof (relaxation, exhausted search or
+HiGHS's certificate).
+
+References
+----------
+Edmonds, J. and Fulkerson, D. R. (1970). Bottleneck extrema. J. Combin.
+Theory 8. (Threshold search for min-max combinatorial problems.)
+
+Pinar, A. and Aykanat, C. (2004). Fast optimal load balancing algorithms for
+1D partitioning. J. Parallel Distrib. Comput. 64(8). (Probe-based search over
+candidate bottleneck values for chains.)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from partopt import bounds
+from partopt.feasibility import farthest_ends
+from partopt.highs import DEFAULT_THREADS
+from partopt.plan import Plan, Stage
+from partopt.problem import Problem
+from partopt.solvers import SolverOutput, register
+from partopt.solvers.milp import build as build_milp
+from partopt.solvers.milp import extract_plan, plan_value_s, transfer_times
+
+__all__ = ["ExactSearch", "solve_exact"]
+
+DFS_BUDGET = 20_000
+"""Search states one exact decision may expand before the MILP takes over."""
+
+
+class _Unknown(Exception):
+    """The path search ran out of budget or time."""
+
+
+class ExactSearch:
+    """Threshold decisions for one problem (see the module docstring).
+
+    Parameters
+    ----------
+    problem
+        The instance.
+    deadline
+        ``time.perf_counter()`` value after which searches give up.
+    dfs_budget
+        States a path search may expand per decision.
+    """
+
+    def __init__(self, problem: Problem, deadline: float = math.inf,
+                 dfs_budget: int = DFS_BUDGET) -> None:
+        self.problem = problem
+        self.deadline = deadline
+        self.dfs_budget = dfs_budget
+        self.num_blocks = b = problem.num_blocks
+        self.num_nodes = n = problem.num_nodes
+        self.tau = transfer_times(problem)  # (B-1, N, N), inf without a link
+        self._tau_values = self.tau[np.isfinite(self.tau)]  # candidate transfer times
+        caps = problem.cluster.memory_bytes
+        by_cap = {float(c): farthest_ends(problem, float(c)) for c in np.unique(caps)}
+        self.mem_end = np.stack([by_cap[float(c)] for c in caps]) if n else np.zeros((0, b), int)
+        self.flops_prefix = problem._flops_prefix
+        self.speed = problem.cluster.flops_per_s
+        self.expanded = 0
+        self.stats = {"decisions": 0, "relaxation_refuted": 0, "search_feasible": 0,
+                      "search_refuted": 0, "milp_calls": 0, "states": 0}
+
+    # -- threshold data ---------------------------------------------------
+
+    def ends(self, theta: float) -> np.ndarray:
+        """``e[v, i]``: last block of a stage starting at ``i`` on ``v`` within memory and ``theta``.
+
+        ``i - 1`` when not even block ``i`` alone is allowed.
+        """
+        e = self.mem_end
+        if not self.problem.uses_compute or math.isinf(theta):
+            return e
+        b, n = self.num_blocks, self.num_nodes
+        p = self.flops_prefix
+        first = np.broadcast_to(np.arange(b), (n, b))
+        speed = self.speed[:, None]
+        lo = first - 1
+        hi = np.full((n, b), b)
+        while True:
+            open_ = hi - lo > 1
+            if not open_.any():
+                break
+            mid = (lo + hi) // 2
+            midc = np.clip(mid, 0, b - 1)
+            ok = (p[midc + 1] - p[first]) / speed <= theta
+            lo = np.where(open_ & ok, mid, lo)
+            hi = np.where(open_ & ~ok, mid, hi)
+        return np.minimum(e, lo)
+
+    def allowed(self, theta: float) -> np.ndarray:
+        """``A[c, u, v]``: cut ``c`` may be sent from ``u`` to ``v`` within ``theta``."""
+        if math.isinf(theta):
+            return np.isfinite(self.tau)  # tau is inf where there is no link
+        return self.tau <= theta
+
+    def min_stages_to_finish(self, ends: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """Walk relaxation ``H[i, v]`` (shape ``(B, N)``, capped at ``N + 1``).
+
+        The fewest stages that run blocks ``i..B-1`` starting on node ``v``
+        when nodes may repeat; ``N + 1`` means "impossible with N nodes".
+        """
+        b, n = self.num_blocks, self.num_nodes
+        inf = n + 1
+        h = np.full((b, n), inf, dtype=np.int64)
+        gmin = np.full((max(b - 1, 0), n), inf, dtype=np.int64)
+        last = ends[:, :].T  # (B, N): last[i, v]
+        for i in range(b - 1, -1, -1):
+            if i < b - 1:
+                nxt = np.where(allowed[i], h[i + 1][None, :], inf)  # (N, N): from v to w
+                gmin[i] = nxt.min(axis=1)
+            lst = last[i]
+            fin = lst >= b - 1
+            h[i, fin] = 1
+            rest = np.flatnonzero(~fin & (lst >= i))
+            if rest.size:
+                top = int(lst[rest].max())
+                seg = gmin[i : top + 1, rest]  # (window, len(rest))
+                rows = np.arange(i, top + 1)[:, None]
+                seg = np.where(rows <= lst[rest][None, :], seg, inf)
+                h[i, rest] = np.minimum(seg.min(axis=0) + 1, inf)
+        return h
+
+    # -- exact decision ---------------------------------------------------
+
+    def decide(self, theta: float):
+        """``("feasible", plan) | ("infeasible", None) | ("unknown", None)`` for threshold ``theta``.
+
+        The plan found has bottleneck ``<= theta``; "infeasible" is a proof.
+        """
+        self.stats["decisions"] += 1
+        ends = self.ends(theta)
+        allowed = self.allowed(theta)
+        h = self.min_stages_to_finish(ends, allowed)
+        if h[0].min() > self.num_nodes:
+            self.stats["relaxation_refuted"] += 1
+            return "infeasible", None, h
+        try:
+            plan = self._path_search(ends, allowed, h)
+        except _Unknown:
+            return "unknown", None, h
+        if plan is None:
+            self.stats["search_refuted"] += 1
+            return "infeasible", None, h
+        self.stats["search_feasible"] += 1
+        return "feasible", plan, h
+
+    def relaxation_feasible(self, theta: float) -> bool:
+        """Whether the walk relaxation admits a plan within ``theta`` (``False`` is a proof)."""
+        h = self.min_stages_to_finish(self.ends(theta), self.allowed(theta))
+        return bool(h[0].min() <= self.num_nodes)
+
+    def _path_search(self, ends, allowed, h) -> Plan | None:
+        """Depth-first search over simple node paths; ``None`` proves there is no plan."""
+        b, n = self.num_blocks, self.num_nodes
+        used = np.zeros(n, dtype=bool)
+        failed: set = set()
+        path: list[tuple[int, np.ndarray]] = []
+        budget = self.expanded + self.dfs_budget
+        hs = h[1:] if b > 1 else np.zeros((0, n), dtype=h.dtype)  # hs[j, w] = h[j + 1, w]
+
+        def expand(v: int, starts: np.ndarray, used_mask: int, k: int) -> bool:
+            self.expanded += 1
+            self.stats["states"] += 1
+            if self.expanded > budget:
+                raise _Unknown
+            if (self.expanded & 63) == 0 and time.perf_counter() > self.deadline:
+                raise _Unknown
+            idx = np.flatnonzero(starts)
+            last = ends[v, idx]
+            if (last >= b - 1).any():
+                path.append((v, starts))
+                return True
+            cover = np.zeros(b + 1, dtype=np.int64)
+            np.add.at(cover, idx, 1)
+            np.add.at(cover, np.minimum(last, b - 2) + 1, -1)
+            cover = np.cumsum(cover[: b - 1]) > 0  # stage on v may end at cut j
+            move = allowed[:, v, :] & cover[:, None] & (hs <= n - k) & ~used[None, :]
+            nxt = np.flatnonzero(move.any(axis=0))
+            if nxt.size == 0:
+                return False
+            score = np.where(move[:, nxt], hs[:, nxt], n + 1).min(axis=0)
+            path.append((v, starts))
+            for w in nxt[np.lexsort((-move[:, nxt].sum(axis=0), score))]:
+                w = int(w)
+                s_w = np.zeros(b, dtype=bool)
+                s_w[1:] = move[:, w]
+                key = (w, used_mask | (1 << w), s_w.tobytes())
+                if key in failed:
+                    continue
+                used[w] = True
+                ok = expand(w, s_w, key[1], k + 1)
+                used[w] = False
+                if ok:
+                    return True
+                failed.add(key)
+            path.pop()
+            return False
+
+        order = np.lexsort((-(ends[:, 0]), h[0]))
+        start = np.zeros(b, dtype=bool)
+        start[0] = True
+        for v in order:
+            v = int(v)
+            if h[0, v] > n:
+                continue
+            used[v] = True
+            ok = expand(v, start, 1 << v, 1)
+            used[v] = False
+            if ok:
+                return self._rebuild(path, ends, allowed)
+        return None
+
+    def _rebuild(self, path, ends, allowed) -> Plan:
+        """Turn the successful node path and its start sets into stages."""
+        b = self.num_blocks
+        v, starts = path[-1]
+        idx = np.flatnonzero(starts)
+        first = int(idx[np.flatnonzero(ends[v, idx] >= b - 1)[0]])
+        stages = [Stage(first, b - 1, v)]
+        for k in range(len(path) - 2, -1, -1):
+            u, s_u = path[k]
+            cut = first - 1
+            idx = np.flatnonzero(s_u)
+            ok = idx[(idx <= cut) & (ends[u, idx] >= cut)]
+            assert ok.size and allowed[cut, u, v], "path search lost its witness"
+            first = int(ok[-1])
+            stages.append(Stage(first, cut, u))
+            v = u
+        return Plan(tuple(reversed(stages)))
+
+    # -- candidate values -------------------------------------------------
+
+    def max_candidate(self) -> float:
+        """The largest candidate value (every finite transfer and stage time is below it)."""
+        finite = self._tau_values
+        top = float(finite.max()) if finite.size else 0.0
+        if self.problem.uses_compute:
+            top = max(top, float(self.flops_prefix[-1] / self.speed.min()))
+        return top
+
+    def min_positive_candidate(self) -> float:
+        """The smallest positive candidate value (``inf`` if there is none)."""
+        pos = self._tau_values[self._tau_values > 0]
+        low = float(pos.min()) if pos.size else math.inf
+        if self.problem.uses_compute:
+            f = self.problem.chain.flops
+            if (f > 0).any():
+                low = min(low, float(f[f > 0].min() / self.speed.max()))
+        return low
+
+    def next_candidate(self, low: float) -> float:
+        """The smallest candidate value ``>= low`` (``inf`` if there is none)."""
+        c = self.candidates(low, math.inf, distinct=False)
+        return float(c.min()) if c.size else math.inf
+
+    def candidates(self, low: float, high: float, distinct: bool = True) -> np.ndarray:
+        """Sorted distinct candidate values in ``[low, high]`` (seconds)."""
+        tau = self._tau_values
+        vals = [tau[(tau >= low) & (tau <= high)]]
+        if self.problem.uses_compute:
+            b = self.num_blocks
+            p = self.flops_prefix
+            for v in range(self.num_nodes):
+                first = np.repeat(np.arange(b), b)
+                last = np.tile(np.arange(b), b)
+                keep = (last >= first) & (last <= self.mem_end[v][first])
+                ct = (p[last[keep] + 1] - p[first[keep]]) / self.speed[v]
+                vals.append(ct[(ct >= low) & (ct <= high)])
+        vals.append(np.array([0.0]) if low <= 0.0 <= high else np.zeros(0))
+        out = np.concatenate(vals)
+        return np.unique(out) if distinct else out
+
+
+@register("exact", exact=True, description="certified exact: threshold search, path search, MILP")
+def solve_exact(
+    problem: Problem,
+    *,
+    time_limit_s: float | None = None,
+    seed: int = 0,
+    dfs_budget: int = DFS_BUDGET,
+    use_milp: bool = True,
+    threads: int = DEFAULT_THREADS,
+    **_,
+) -> SolverOutput:
+    """Proven optimum by threshold search (see the module docstring).
+
+    Options: ``dfs_budget`` (states per decision before the MILP takes
+    over), ``use_milp`` (``False``: give up undecided thresholds instead,
+    returning ``feasible`` with the bound proven so far), ``threads`` (HiGHS).
+    """
+    t0 = time.perf_counter()
+    deadline = math.inf if time_limit_s is None else t0 + float(time_limit_s)
+    search = ExactSearch(problem, deadline, dfs_budget)
+    driver = _Driver(problem, search, deadline, seed, threads, use_milp)
+    try:
+        return driver.run()
+    except _Finished as done:
+        return done.output
+
+
+class _Finished(Exception):
+    def __init__(self, output: SolverOutput) -> None:
+        self.output = output
+
+
+class _Driver:
+    """The threshold search of :func:`solve_exact`.
+
+    Invariant: every plan has bottleneck ``>= self.lower`` (proven), and
+    ``self.best`` (if any) is a plan with bottleneck ``self.upper``.
+    """
+
+    GROWTH = 0.02
+    """First relative step above the lower bound in the exponential search."""
+
+    def __init__(self, problem, search: ExactSearch, deadline, seed, threads, use_milp) -> None:
+        self.problem = problem
+        self.search = search
+        self.deadline = deadline
+        self.seed = seed
+        self.threads = threads
+        self.use_milp = use_milp
+        self.lower = 0.0
+        self.upper = math.inf
+        self.best: Plan | None = None
+        self.info: dict = {}
+
+    # -- outcomes ---------------------------------------------------------
+
+    def _out(self, status, **extra) -> SolverOutput:
+        info = {**self.info, **self.search.stats, **extra}
+        if status == "optimal":
+            return SolverOutput("optimal", self.best, self.upper, self.upper, info)
+        if status == "feasible":
+            return SolverOutput("feasible", self.best, self.upper, min(self.lower, self.upper), info)
+        if status == "no_solution":
+            return SolverOutput("no_solution", lower_bound_s=self.lower, info=info)
+        return SolverOutput(status, info=info)
+
+    def _timed_out(self) -> bool:
+        return time.perf_counter() > self.deadline
+
+    def _give_up(self, reason: str):
+        status = "feasible" if self.best is not None else "no_solution"
+        raise _Finished(self._out(status, reason=reason))
+
+    # -- one threshold ------------------------------------------------------
+
+    def _improve(self, plan: Plan) -> None:
+        value = plan_value_s(self.problem, plan, self.search.tau)
+        if value < self.upper:
+            self.upper, self.best = value, plan
+
+    def decide(self, theta: float) -> bool:
+        """Decide "a plan with bottleneck <= theta exists" and update the bounds; True if it does."""
+        status, plan, h = self.search.decide(theta)
+        if status == "unknown":
+            if not self.use_milp:
+                self._give_up("a threshold stayed undecided (path search budget, no MILP)")
+            status, plan, bound, milp_info = _milp_decide(
+                self.problem, self.search, theta, self.lower, self.seed, self.threads, h)
+            self.info.update(milp_info)
+            if status == "optimal":  # optimal among plans <= theta: optimal overall
+                self._improve(plan)
+                self.lower = self.upper
+                raise _Finished(self._out("optimal"))
+            if status == "feasible":
+                self._improve(plan)
+                if bound is not None:
+                    self.lower = max(self.lower, min(bound, theta))
+                self._give_up("time limit in the MILP")
+            if status == "unknown":
+                self._give_up("time limit" if self._timed_out() else "MILP undecided")
+        if status == "feasible":
+            self._improve(plan)
+            return True
+        # infeasible: no plan has bottleneck <= theta
+        self.lower = max(self.lower, theta)
+        self._strict_above = theta
+        return False
+
+    # -- the search ---------------------------------------------------------
+
+    def run(self) -> SolverOutput:
+        problem, search = self.problem, self.search
+        lb = bounds.lower_bound_s(problem)
+        if math.isinf(lb):
+            return self._out("infeasible", reason="the lower bounds admit no partition")
+        # The bounds use their own arithmetic: step a hair below them.
+        self.lower = max(lb, 0.0) * (1 - 1e-12)
+        self.info["bound_s"] = lb
+        self._strict_above = -math.inf  # the largest threshold proven infeasible
+
+        # Exponential search upwards from the bound: each infeasible threshold
+        # raises the proven bound, the first feasible one gives an incumbent.
+        top = search.max_candidate()
+        if not self.decide(search.next_candidate(self.lower)):
+            step = self.GROWTH
+            base = max(self.lower, search.min_positive_candidate())
+            theta = base if base > self._strict_above else base * (1 + step)
+            if theta > base:
+                step *= 2
+            while True:
+                if self._timed_out():
+                    self._give_up("time limit")
+                if theta >= top:
+                    if not self.decide(math.inf):
+                        return self._out("infeasible",
+                                         reason="no sequence of distinct linked nodes fits the chain")
+                    break
+                if self.decide(theta):
+                    break
+                theta = base * (1 + step)
+                step *= 2
+        # Bisection over the candidate values between the proven bound and the incumbent.
+        while True:
+            cands = search.candidates(self.lower, self.upper)
+            # opt is a candidate, > every refuted threshold and <= upper
+            cands = cands[cands > self._strict_above]
+            below = cands[cands < self.upper]
+            if below.size == 0:
+                self.lower = self.upper
+                return self._out("optimal")
+            if self._timed_out():
+                self.lower = max(self.lower, float(below[0]))
+                self._give_up("time limit")
+            self.lower = max(self.lower, float(below[0]))
+            self.decide(float(below[(below.size - 1) // 2]))
+
+
+def _milp_decide(problem, search: ExactSearch, theta, lower, seed, threads, h=None):
+    """Stage-flow MILP on the instance reduced to ``theta``: ``(status, plan, bound, info)``.
+
+    ``optimal`` means optimal for the whole instance (the reduced model
+    contains every plan ``<= theta``, and only those); ``infeasible`` proves
+    that no plan is ``<= theta``.
+    """
+    from partopt.highs import solve_model
+
+    search.stats["milp_calls"] += 1
+    remaining = None
+    if math.isfinite(search.deadline):
+        remaining = search.deadline - time.perf_counter()
+        if remaining <= 0:
+            return "unknown", None, None, {}
+    reach = None if h is None else (h <= search.num_nodes)
+    model = build_milp(problem, max_time_s=None if math.isinf(theta) else theta,
+                       lower_bound_s=lower, reachable=reach)
+    out = solve_model(model, time_limit_s=remaining, seed=seed, threads=threads)
+    info = out.as_info()
+    if out.status == "infeasible":
+        return "infeasible", None, None, info
+    if out.status in ("optimal", "feasible"):
+        plan = extract_plan(model)
+        if plan is None:
+            return "unknown", None, None, info
+        return out.status, plan, out.bound, info
+    return "unknown", None, out.bound, info
