@@ -53,8 +53,9 @@ def cmd_sweep(args) -> int:
               f"{len(runs) - todo} already in {out}, {todo} to run"
               + (f"; not registered yet: {', '.join(missing)}" if missing else ""))
         return 0
+    redo = [m.strip() for m in args.redo.split(",") if m.strip()] if args.redo else []
     summary = run_sweep(config, out, jobs=args.jobs, scheduler=args.scheduler, limit=args.limit,
-                        methods=methods, progress=not args.quiet)
+                        methods=methods, redo=redo, progress=not args.quiet)
     print(summary.line())
     for failure in summary.failures[:5]:
         print(f"  failed: {failure}", file=sys.stderr)
@@ -95,6 +96,8 @@ def add_parsers(subparsers) -> None:
                    help="run at most N new runs this time")
     p.add_argument("--methods", metavar="A,B",
                    help="only these of the config's methods (comma-separated)")
+    p.add_argument("--redo", metavar="A,B",
+                   help="drop these methods' records of this config and run them again")
     p.add_argument("--dry-run", action="store_true", help="count runs done and to do, run nothing")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)

@@ -161,6 +161,8 @@ class Run:
 
 
 def _fmt_option(v) -> str:
+    if isinstance(v, tuple):
+        return "+".join(map(_fmt_option, v))
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
@@ -348,6 +350,7 @@ def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = T
                 solver_seeds = _seeds(opts["solver_seeds"], f"{name}.solver_seeds") \
                     if "solver_seeds" in opts else [inst.seed]
                 for options in _option_runs(opts, f"{what}.{name}"):
+                    options = _with_memo_history(options, inst.capacity_mb, caps, what)
                     for s in solver_seeds:
                         run = Run(inst, name, options, int(s),
                                   None if tl is None else float(tl), models_dir)
@@ -355,6 +358,21 @@ def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = T
                             seen.add(run.key)
                             runs.append(run)
     return runs
+
+
+def _with_memo_history(options: tuple, capacity_mb: float, grid_caps: list, what: str) -> tuple:
+    """Resolve ``memo_history = "ascending"``: the grid's capacities below this run's."""
+    opts = dict(options)
+    if "memo_history" not in opts:
+        return options
+    if opts["memo_history"] != "ascending":
+        raise ConfigError(f'{what}: memo_history must be "ascending" (the original loop order)')
+    history = tuple(float(c) for c in sorted(grid_caps) if c < capacity_mb)
+    if history:
+        opts["memo_history"] = history
+    else:
+        del opts["memo_history"]  # the first capacity starts with an empty memo: no history
+    return tuple(sorted(opts.items()))
 
 
 def load_config(path: str | Path, *, check_methods: bool = True) -> SweepConfig:
@@ -521,6 +539,39 @@ def _json_info(info: dict) -> dict:
     return out
 
 
+def _reset_process_state() -> None:
+    """Forget what solvers keep across calls in a process.
+
+    ``seifer-original`` reproduces the original's never-cleared partition
+    memo with a process-wide memo; left alone, a record would depend on which
+    runs its worker happened to do before. Each run starts clean instead, and
+    the original's order is replayed explicitly (:func:`_leaky_memo`).
+    """
+    seifer = sys.modules.get("partopt.solvers.seifer")
+    if seifer is not None and hasattr(seifer, "clear_leaky_memo"):
+        seifer.clear_leaky_memo()
+
+
+def _leaky_memo(instance: Instance, history_mb: tuple, models_dir: str | None) -> dict:
+    """The original's partition memo after solving ``instance``'s model at the capacities
+    ``history_mb`` in turn (it never cleared its memo, so these leak into the next one).
+
+    The memo ignores the stage limit and the cluster, so the node count and
+    seed of the replayed calls do not matter.
+    """
+    from dataclasses import replace
+
+    from partopt.cluster import MB
+    from partopt.partition import original_min_sum_partition
+
+    memo: dict = {}
+    for cap in history_mb:
+        problem = build_problem(replace(instance, capacity_mb=float(cap)), models_dir)
+        original_min_sum_partition(problem, float(cap) * MB, problem.num_nodes, memo=memo,
+                                   skip_block_memory=True)
+    return memo
+
+
 def execute(run: Run) -> dict:
     """Solve one run and return its record (a JSON-ready dict).
 
@@ -542,6 +593,9 @@ def execute(run: Run) -> dict:
     t0 = time.perf_counter()
     problem = build_problem(inst, run.models_dir)
     options = dict(run.options)
+    _reset_process_state()
+    if "memo_history" in options:
+        options["leaky_memo"] = _leaky_memo(inst, options.pop("memo_history"), run.models_dir)
     try:
         result = solve(problem, run.method, time_limit_s=run.time_limit_s, seed=run.solver_seed,
                        **options)
@@ -569,7 +623,7 @@ def execute(run: Run) -> dict:
         "min_stages": int(need) if math.isfinite(need) else None,
         "max_bandwidth_mbps": float(problem.cluster.bandwidth_mbps.max()),
         "method": run.method,
-        "options": {k: _json_value(v) for k, v in run.options},
+        "options": {k: _json_value(v) for k, v in run.options},  # memo_history: a list
         "C": next((options[k] for k in CLASS_OPTION_NAMES if k in options), None),
         "solver_seed": run.solver_seed,
         "time_limit_s": run.time_limit_s,
@@ -658,6 +712,19 @@ def read_records(path: str | Path, *, repair: bool = False) -> list[dict]:
     return records
 
 
+def _drop_records(path: Path, records: list[dict], keys: set[str]) -> list[dict]:
+    """Rewrite ``path`` without the records whose run key is in ``keys`` (atomically)."""
+    keep = [r for r in records if r["run_key"] not in keys]
+    if len(keep) == len(records):
+        return records
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        for r in keep:
+            fh.write(json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+    return keep
+
+
 def append_record(fd: int, record: dict) -> None:
     """Append one record to an ``O_APPEND`` file descriptor in a single ``write``."""
     line = (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
@@ -669,10 +736,13 @@ def append_record(fd: int, record: dict) -> None:
 
 
 def strip_timings(record: dict) -> dict:
-    """The record without the fields that differ between identical runs."""
+    """The record without the fields that differ between identical runs.
+
+    Those are :data:`TIMING_FIELDS` and solver details about time (info keys
+    with ``time`` in their name, such as ``timed_out``).
+    """
     out = {k: v for k, v in record.items() if k not in TIMING_FIELDS}
-    out["info"] = {k: v for k, v in record.get("info", {}).items()
-                   if not (k.endswith("_s") or "time" in k)}
+    out["info"] = {k: v for k, v in record.get("info", {}).items() if "time" not in k}
     return out
 
 
@@ -771,6 +841,7 @@ def run_sweep(
     scheduler: str | None = None,
     limit: int | None = None,
     methods: Iterable[str] | None = None,
+    redo: Iterable[str] = (),
     progress: bool = True,
 ) -> SweepSummary:
     """Run every run of ``config`` not yet in the results file, appending records.
@@ -790,6 +861,9 @@ def run_sweep(
         Run at most this many new runs (the rest stay for the next call).
     methods
         Only runs of these methods.
+    redo
+        Methods whose records of this sweep are dropped from the results
+        file first and run again (after a solver changed).
     progress
         Show a tqdm progress bar (runs done, rate, ETA) on stderr.
 
@@ -816,7 +890,15 @@ def run_sweep(
         import gzip
 
         out.write_bytes(gzip.decompress(snapshot.read_bytes()))
-    done = {r["run_key"] for r in read_records(out, repair=True)}
+    existing = read_records(out, repair=True)
+    redo = set(redo)
+    if redo:
+        unknown = redo - set(config.methods)
+        if unknown:
+            raise ValueError(f"--redo {sorted(unknown)[0]!r}: not a method of config {config.name!r}")
+        ours = {r.key for r in config.runs if r.method in redo}
+        existing = _drop_records(out, existing, ours)
+    done = {r["run_key"] for r in existing}
     todo = [r for r in runs if r.key not in done]
     already = len(runs) - len(todo)
     if limit is not None:

@@ -276,3 +276,32 @@ def test_resume_from_the_committed_gzip_snapshot(tmp_path):
     assert (summary.already, summary.ran) == (2, 2)
     assert sorted(keys(read_records(out))) == sorted(r.key for r in cfg.runs)
     assert len(load_records([tmp_path])) == 4  # the folder prefers the working file
+
+
+def test_redo_replaces_a_methods_records(tmp_path):
+    cfg = load_config(write(tmp_path, "two.toml", TWO_INSTANCES))
+    out = tmp_path / "r.jsonl"
+    run_sweep(cfg, out, jobs=1, progress=False)
+    before = {r["run_key"]: r for r in read_records(out)}
+    summary = run_sweep(cfg, out, jobs=1, progress=False, redo=["random"])
+    assert (summary.already, summary.ran) == (2, 2)
+    after = read_records(out)
+    assert len(after) == 4 and {r["run_key"] for r in after} == set(before)
+    with pytest.raises(ValueError, match="not a method of config"):
+        run_sweep(cfg, out, jobs=1, progress=False, redo=["exact"])
+
+
+def test_seifer_original_replays_the_leaky_memo_deterministically():
+    from partopt import solvers
+
+    if "seifer-original" not in solvers.available():
+        pytest.skip("seifer-original not registered")
+    data = {"methods": {"seifer-original": {"num_classes": 5, "memo_history": "ascending"}},
+            "grid": [{"models": ["synthetic:2:12"], "capacity_mb": [48, 64, 96], "nodes": [4],
+                      "seeds": [0], "methods": ["seifer-original"]}]}
+    runs = expand(data)
+    assert [dict(r.options).get("memo_history") for r in runs] == [None, (48.0,), (48.0, 64.0)]
+    assert runs[2].key.endswith("|seifer-original|memo_history=48+64|num_classes=5|s=0")
+    forward = [strip_timings(execute(r)) for r in runs]
+    backward = [strip_timings(execute(r)) for r in reversed(runs)][::-1]
+    assert forward == backward  # a record does not depend on the runs before it
