@@ -72,6 +72,7 @@ __all__ = [
     "annotate",
     "quality_table",
     "runtime_table",
+    "bound_gap_table",
     "consistency_table",
     "config_averages",
     "headline_table",
@@ -386,6 +387,32 @@ def quality_table(rows: Sequence[dict], by: Sequence[str] = ("model", "capacity_
                  note="Ratio = bottleneck / proven optimum over nontrivial instances (the model "
                       "needs two or more nodes); optimal = share within 1e-6 of the optimum "
                       "(failures count as not optimal).")
+
+
+def bound_gap_table(rows: Sequence[dict], name: str = "bound_gap", title: str = "") -> Table:
+    """Per regime and method: gap to the best bound known for the instance.
+
+    Over nontrivial instances with a plan: mean / median / max of
+    ``(bottleneck - best bound) / bottleneck``, where the best bound is the
+    proven optimum if any method proved one, else the largest lower bound
+    of any run; ``unproven`` counts the instances without a proven optimum
+    (there the gap may overstate the distance to the optimum).
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["gap_best"] is not None and r["nontrivial"]:
+            groups[(r["regime"], r["label"])].append(r)
+    out = []
+    for key in sorted(groups, key=lambda k: (k[0], _label_sort_key(k[1]))):
+        gaps = [r["gap_best"] for r in groups[key]]
+        mean, median, worst = _stats(gaps)
+        out.append([*key, len(gaps), sum(r["optimum"] is None for r in groups[key]), mean, median,
+                    worst])
+    return Table(name, title or "Gap to the best bound known", ["regime", "method", "instances",
+                 "unproven", "mean gap", "median gap", "max gap"], out,
+                 [str, str, _fmt_int, _fmt_int, _fmt_pct, _fmt_pct, _fmt_pct],
+                 note="Gap = (bottleneck - best bound) / bottleneck; the best bound of an instance "
+                      "is its proven optimum, or else the largest lower bound any run reported.")
 
 
 def runtime_table(rows: Sequence[dict], by: Sequence[str] = ("nodes",), name: str = "runtime",
@@ -1014,6 +1041,7 @@ def write_report(
         quality_table(rows, ("nodes",), "quality_by_nodes", "Ratio to the proven optimum by N"),
         runtime_table(rows, ("nodes",), "runtime_by_nodes", "Solver runtime by N"),
         runtime,
+        bound_gap_table(rows),
         consistency,
         headline_table(rows, published, numbers),
     ]

@@ -202,3 +202,16 @@ def test_write_report_and_render_the_paper(tmp_path):
     assert numbers["instances"] == 5 and numbers["records"] == len(RECORDS)
     with pytest.raises(ValueError, match="no generated number 'nope'"):
         render_template("{{number nope}}", out, tmp_path, numbers)
+
+
+def test_bound_gap_table_by_hand():
+    from partopt.report import bound_gap_table
+
+    recs = [rec(0, "exact", "optimal", 2.0), rec(0, "greedy", "feasible", 2.5),
+            # no proven optimum: the best bound is the larger of the two lower bounds (1.5)
+            rec(1, "exact", "feasible", 3.0, lb=1.5), rec(1, "greedy", "feasible", 2.0, lb=1.0)]
+    t = bound_gap_table(annotate(recs))
+    g = one(t, method="greedy")
+    assert (g["instances"], g["unproven"]) == (2, 1)
+    assert g["mean gap"] == pytest.approx((0.5 / 2.5 + 0.5 / 2.0) / 2) and g["max gap"] == 0.25
+    assert one(t, method="exact")["max gap"] == pytest.approx(0.5)
