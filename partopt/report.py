@@ -102,7 +102,8 @@ PUBLISHED_MODELS = {
     "densenet201": "DenseNet201",
 }
 
-_FAILED = ("no_solution", "error")
+_UNLABELLED_OPTIONS = ("memo_history",)
+"""Options that say how a run was prepared, not which variant of a method it is."""
 
 
 # -- loading ------------------------------------------------------------------------
@@ -177,10 +178,13 @@ def load_published(directory: str | Path | None) -> dict[str, list[dict]]:
 def label(rec: dict) -> str:
     """``method`` plus its options, e.g. ``seifer C=20``.
 
-    >>> label({"method": "seifer", "options": {"classes": 20}, "C": 20})
+    >>> label({"method": "seifer", "options": {"num_classes": 20}, "C": 20})
     'seifer C=20'
+    >>> label({"method": "seifer-original", "options": {"num_classes": 5, "memo_history": [64.0]},
+    ...        "C": 5})
+    'seifer-original C=5'
     """
-    opts = dict(rec.get("options") or {})
+    opts = {k: v for k, v in (rec.get("options") or {}).items() if k not in _UNLABELLED_OPTIONS}
     parts = [rec["method"]]
     if rec.get("C") is not None:
         parts.append(f"C={rec['C']}")
@@ -727,7 +731,10 @@ def reproduction_summary(repro: Table) -> Table:
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("partopt report draws its figures with matplotlib: pip install matplotlib") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

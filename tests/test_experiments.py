@@ -163,6 +163,7 @@ def test_two_instance_sweep_then_report(tmp_path):
     from partopt.cli_experiments import main
     from partopt.report import load_records
 
+    pytest.importorskip("matplotlib")  # the report draws figures
     cfg = write(tmp_path, "two.toml", TWO_INSTANCES)
     assert main(["sweep", str(cfg), "--jobs", "1", "--quiet"]) == 0
     out = tmp_path / "two.jsonl"

@@ -181,6 +181,7 @@ def test_disagreeing_optima_are_reported():
 
 
 def test_write_report_and_render_the_paper(tmp_path):
+    pytest.importorskip("matplotlib")
     results = tmp_path / "r.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in RECORDS) + '{"run_key": "cut')
     assert len(load_records([results])) == len(RECORDS)
