@@ -467,19 +467,17 @@ def _original_value(rec: dict) -> float:
     return 0.0  # the original averaged a failure in as 0
 
 
-def config_averages(rows: Sequence[dict], methods: Iterable[str] | None = None) -> dict[tuple, float]:
+def config_averages(rows: Sequence[dict]) -> dict[tuple, float]:
     """The original study's per-configuration average bottleneck.
 
-    Keys ``(regime, method, model, capacity_mb, nodes, C)``; a failure
-    counts as 0, a proven infeasibility as ``inf`` (the average then is
-    ``nan``, as in the published CSVs).
+    Keys ``(regime, method, model, capacity_mb, nodes, C)`` with the model
+    name in lower case (as the published CSVs are read); a failure counts as
+    0, a proven infeasibility as ``inf`` (the average then is ``nan``, as in
+    the published CSVs).
     """
-    methods = None if methods is None else set(methods)
     groups: dict[tuple, list[float]] = defaultdict(list)
     for r in rows:
-        if methods is not None and r["method"] not in methods:
-            continue
-        groups[(r["regime"], r["method"], r["model"], r["capacity_mb"], r["nodes"],
+        groups[(r["regime"], r["method"], r["model"].lower(), r["capacity_mb"], r["nodes"],
                 r.get("C"))].append(_original_value(r))
     return {k: (float(np.mean(v)) if all(map(math.isfinite, v)) else math.nan)
             for k, v in groups.items()}
@@ -500,7 +498,7 @@ def _original_mean(avgs: dict, reg: str, method: str, nodes: int | None, allowed
         if rg != reg or m != method or (nodes is not None and n != nodes) or math.isnan(v):
             continue
         if allowed is not None:
-            if (model.lower(), cap, n, c) not in allowed:
+            if (model, cap, n, c) not in allowed:
                 continue
         elif fits_one is not None and c is None and fits_one.get((rg, model, cap)):
             continue  # without published CSVs: baselines were not run where one node suffices
@@ -512,15 +510,13 @@ def _fits_one_node(rows: Sequence[dict]) -> dict[tuple, bool]:
     out: dict[tuple, bool] = {}
     for r in rows:
         if r.get("min_stages") is not None:
-            out[(r["regime"], r["model"], r["capacity_mb"])] = r["min_stages"] <= 1
+            out[(r["regime"], r["model"].lower(), r["capacity_mb"])] = r["min_stages"] <= 1
     return out
 
 
-def _published_mean(published: dict, method: str, nodes: int | None,
-                    classes: int | None = None) -> float | None:
+def _published_mean(published: dict, method: str, nodes: int | None) -> float | None:
     vals = [r["value"] for r in published.get(method, [])
-            if (nodes is None or r["nodes"] == nodes) and not math.isnan(r["value"])
-            and (classes is None or r["C"] is None or r["C"] == classes)]
+            if (nodes is None or r["nodes"] == nodes) and not math.isnan(r["value"])]
     return float(np.mean(vals)) if vals else None
 
 
@@ -680,8 +676,8 @@ def reproduction_table(rows: Sequence[dict], published: dict) -> Table:
     for pub_method, pub_rows in published.items():
         for pr in pub_rows:
             for ours in methods_for[pub_method]:
-                key = ("paper/paper", ours, pr["model"], pr["capacity_mb"], pr["nodes"], pr["C"])
-                mine = _lookup_model(avgs, key)
+                mine = avgs.get(("paper/paper", ours, pr["model"], pr["capacity_mb"], pr["nodes"],
+                                 pr["C"]))
                 if mine is None:
                     continue
                 rel = None
@@ -696,14 +692,6 @@ def reproduction_table(rows: Sequence[dict], published: dict) -> Table:
                  headers, out, fmts,
                  note="Both under the paper memory and transfer models, averaged the original way "
                       "(failures as 0, infeasible as inf, shown as nan).")
-
-
-def _lookup_model(avgs: dict, key: tuple) -> float | None:
-    reg, method, model, cap, n, c = key
-    for (rg, m, mod, cp, nn, cc), v in avgs.items():
-        if rg == reg and m == method and mod.lower() == model and cp == cap and nn == n and cc == c:
-            return v
-    return None
 
 
 def reproduction_summary(repro: Table) -> Table:
