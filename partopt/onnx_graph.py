@@ -192,9 +192,10 @@ def _constant_size(node) -> tuple[int, int]:
 def _subgraphs(node) -> list:
     out = []
     for a in node.attribute:
-        if a.HasField("g"):
+        if a.type == 5:  # AttributeProto.GRAPH
             out.append(a.g)
-        out.extend(a.graphs)
+        elif a.type == 10:  # AttributeProto.GRAPHS
+            out.extend(a.graphs)
     return out
 
 
