@@ -74,7 +74,7 @@ def generated_model(num_nodes: int, channels: int = 32, size: int = 14) -> onnx.
                 name=f"conv{k}",
                 kernel_shape=[kernel] * 2,
                 pads=[pad] * 4,
-            )  # fmt: skip
+            )
         )
         return f"t{k}"
 

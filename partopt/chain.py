@@ -635,7 +635,9 @@ def compare_cut_methods(graph: LayerGraph) -> dict:
         ``model``, ``same`` (bool), ``dominators`` and ``singleton_levels``
         (cut point names), ``only_dominators`` and ``only_singleton_levels``
         (the differences, in topological order), and ``rejected_dominators``
-        (sink dominators dropped because something else crosses their cut).
+        (sink dominators that are not cut points: something besides their
+        outputs crosses their cut, or, like the last layer, nothing follows
+        them).
     """
     plan = _single_plan(graph)
     doms = [graph.nodes[v].name for v in plan.cuts]

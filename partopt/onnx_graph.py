@@ -350,8 +350,14 @@ def _graph_flops(g, shape_of) -> int:
     return sum(_node_flops(n, shape_of) for n in g.node)
 
 
-def _fix_input_shapes(model, input_shapes: dict[str, tuple[int, ...]]) -> bool:
-    """Set symbolic input dimensions in place; return whether anything changed."""
+def _fix_input_shapes(
+    model, input_shapes: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, int], bool]:
+    """Set symbolic input dimensions in place.
+
+    Returns the symbol bindings (symbol -> size) and whether a dimension that
+    was fixed in the file was given another size.
+    """
     g = model.graph
     inits = {t.name for t in g.initializer} | {s.values.name for s in g.sparse_initializer}
     real = [vi for vi in g.input if vi.name not in inits]
@@ -364,6 +370,7 @@ def _fix_input_shapes(model, input_shapes: dict[str, tuple[int, ...]]) -> bool:
             )
     # Symbols bound by the user, then the batch symbol of each input set to 1.
     bindings: dict[str, int] = {}
+    overridden = False
     for vi in real:
         if vi.name in input_shapes and vi.type.tensor_type.HasField("shape"):
             dims = vi.type.tensor_type.shape.dim
@@ -376,12 +383,13 @@ def _fix_input_shapes(model, input_shapes: dict[str, tuple[int, ...]]) -> bool:
             for d, v in zip(dims, shape, strict=True):
                 if d.dim_param:
                     bindings[d.dim_param] = v
+                elif d.HasField("dim_value") and d.dim_value != v:
+                    overridden = True
     for vi in real:
         dims = vi.type.tensor_type.shape.dim
         if vi.name not in input_shapes and len(dims) and not dims[0].HasField("dim_value"):
             if dims[0].dim_param:
                 bindings.setdefault(dims[0].dim_param, 1)
-    changed = False
     for vi in real:
         if not vi.type.HasField("tensor_type"):
             continue
@@ -390,29 +398,34 @@ def _fix_input_shapes(model, input_shapes: dict[str, tuple[int, ...]]) -> bool:
             tt.shape.ClearField("dim")
             for v in input_shapes[vi.name]:
                 tt.shape.dim.add().dim_value = int(v)
-            changed = True
             continue
         for i, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value"):
                 continue
             if d.dim_param in bindings:
                 d.dim_value = bindings[d.dim_param]
-                changed = True
             elif i == 0:
                 d.dim_value = 1
-                changed = True
-    return changed
+    return bindings, overridden
 
 
-def _infer_shapes(model, changed: bool, warnings: list[str]):
+def _infer_shapes(model, bindings: dict[str, int], overridden: bool, warnings: list[str]):
     import onnx
 
-    if changed:
-        # Shapes recorded for the old input shapes could contradict the new ones.
-        del model.graph.value_info[:]
-        for o in model.graph.output:
+    g = model.graph
+    if overridden:
+        # Shapes recorded for the file's input sizes could contradict the new ones.
+        del g.value_info[:]
+        for o in g.output:
             if o.type.HasField("tensor_type"):
                 o.type.tensor_type.ClearField("shape")
+    elif bindings:
+        # Keep recorded shapes (inference may not know every op, e.g. custom
+        # ones), with the symbols now bound.
+        for vi in (*g.value_info, *g.output):
+            for d in vi.type.tensor_type.shape.dim:
+                if not d.HasField("dim_value") and d.dim_param in bindings:
+                    d.dim_value = bindings[d.dim_param]
     last: Exception | None = None
     for data_prop in (True, False):
         try:
@@ -716,8 +729,8 @@ def graph_from_model(
         reads = [reads[i] for i in order]
         sub_params = [sub_params[i] for i in order]
     warnings: list[str] = []
-    changed = _fix_input_shapes(m, dict(input_shapes or {}))
-    m = _infer_shapes(m, changed, warnings)
+    bindings, overridden = _fix_input_shapes(m, dict(input_shapes or {}))
+    m = _infer_shapes(m, bindings, overridden, warnings)
     return _build(m, name or m.graph.name or "model", warnings, reads, sub_params)
 
 

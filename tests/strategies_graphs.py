@@ -21,7 +21,11 @@ _WIDTHS = (2, 3, 4, 8)
 
 @st.composite
 def dag_models(
-    draw, max_nodes: int = 12, dead_ends: bool = True, shuffle: bool = True
+    draw,
+    max_nodes: int = 12,
+    dead_ends: bool = True,
+    sources: bool = True,
+    shuffle: bool = True,
 ) -> onnx.ModelProto:
     """A random DAG model.
 
@@ -32,6 +36,9 @@ def dag_models(
     dead_ends
         Allow layers whose output reaches no graph output. Without them,
         every unread tensor is a graph output.
+    sources
+        Allow layers without activation inputs (``RandomNormal``), which
+        lie on no path from the graph inputs.
     shuffle
         Store the nodes in a random (not topological) order.
     """
@@ -56,8 +63,15 @@ def dag_models(
     for i in range(draw(st.integers(1, max_nodes))):
         out = f"t{i}"
         x, wx = pick()
-        kind = draw(st.sampled_from(["relu", "matmul", "matmul", "add", "concat"]))
-        if kind == "relu":
+        kinds = ["relu", "matmul", "matmul", "add", "concat"] + ["noise"] * sources
+        kind = draw(st.sampled_from(kinds))
+        if kind == "noise":
+            w_out = draw(st.sampled_from(_WIDTHS))
+            nodes.append(
+                helper.make_node("RandomNormal", [], [out], name=f"n{i}", shape=[1, w_out])
+            )
+            ins = []
+        elif kind == "relu":
             nodes.append(helper.make_node("Relu", [x], [out], name=f"n{i}"))
             ins, w_out = [x], wx
         elif kind == "matmul":

@@ -277,3 +277,32 @@ def test_undefined_tensor():
     with pytest.raises(ModelError) as e:
         load_graph(helper.make_model(g))
     assert "ghost" in _one_line_error(e)
+
+
+def _custom_op_model(value_info_shape, input_shape=("batch", "seq")):
+    nodes = [
+        helper.make_node("Relu", ["X"], ["a"], name="relu"),
+        helper.make_node("Mystery", ["a"], ["b"], name="mystery", domain="custom"),
+        helper.make_node("Relu", ["b"], ["Y"], name="out"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "custom",
+        [helper.make_tensor_value_info("X", F, list(input_shape))],
+        [helper.make_tensor_value_info("Y", F, None)],
+        value_info=[helper.make_tensor_value_info("b", F, value_info_shape)],
+    )
+    return helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)]
+    )
+
+
+def test_recorded_shapes_of_unknown_ops_keep_their_bound_symbols():
+    # ONNX cannot infer the custom op; its recorded shape uses the input's symbols.
+    g = load_graph(_custom_op_model(["batch", "seq"]), {"X": (1, 8)})
+    assert g.tensors["b"].shape == (1, 8) and g.tensors["Y"].bytes == 32
+    g = load_graph(_custom_op_model(["batch", 6], ("batch", 6)))
+    assert g.tensors["b"].shape == (1, 6)
+    # A fixed size given another value: recorded shapes are dropped, not trusted.
+    g = load_graph(_custom_op_model(["batch", 6], ("batch", 6)), {"X": (1, 7)})
+    assert g.tensors["a"].shape == (1, 7) and g.tensors["b"].bytes is None
