@@ -1,0 +1,316 @@
+"""``partopt export`` and ``partopt emulate``: from a plan to a running pipeline.
+
+Both read PLAN.json, the document ``partopt solve --json`` prints::
+
+    {"method": ..., "status": ..., "bottleneck_s": ...,
+     "stages": [{"node": "n3", "first_block": 0, "last_block": 5, "memory_bytes": ...}, ...],
+     "cuts": "single", "memory": "peak", "transfer": "bytes", "objective": "communication",
+     "input_shape": ["input=1x3x224x224"]}
+
+Block indices refer to the chain built from MODEL.onnx with the plan's cut
+family (``"cuts"``: ``single`` when absent) and input shapes; the stage
+memories recorded in the plan are checked against that chain, so a plan made
+for another model or other options is refused with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+__all__ = ["PipelineError", "add_parsers", "load_plan_doc", "pipeline_chain"]
+
+
+class PipelineError(ValueError):
+    """Bad input to ``export`` or ``emulate``; printed as one line."""
+
+
+def load_plan_doc(path: str | Path) -> dict:
+    """Read PLAN.json (see module docstring)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise PipelineError(f"cannot read plan file {str(path)!r}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise PipelineError(f"plan file {str(path)!r} is not valid JSON: {exc}") from None
+    if isinstance(doc, list):
+        doc = {"stages": doc}
+    if not isinstance(doc, dict) or not isinstance(doc.get("stages"), list) or not doc["stages"]:
+        status = doc.get("status") if isinstance(doc, dict) else None
+        why = f" (the solver's status was {status!r})" if status else ""
+        raise PipelineError(
+            f'plan file {str(path)!r} has no "stages" list{why}; give what `partopt solve --json` prints'
+        )
+    for key, allowed in (
+        ("cuts", ("single", "multi")),
+        ("memory", ("weights", "peak", "paper")),
+        ("transfer", ("bytes", "paper")),
+    ):
+        if key in doc and doc[key] not in allowed:
+            raise PipelineError(f'plan file has "{key}": {doc[key]!r}; expected one of {allowed}')
+    return doc
+
+
+def _input_shapes(specs) -> dict | None:
+    if not specs:
+        return None
+    from partopt.onnx_graph import parse_input_shape
+
+    if isinstance(specs, str):
+        specs = [specs]
+    return dict(parse_input_shape(s) for s in specs)
+
+
+def pipeline_chain(model_path: str, doc: dict, cuts: str | None = None, input_shape=None):
+    """``(layer_graph, chain, input_shapes)`` for a plan document, checked against the plan.
+
+    ``cuts`` and ``input_shape`` override the plan's own. Raises
+    :class:`PipelineError` when the plan's blocks or stage memories do not
+    match the chain (another model, cut family or input shape).
+    """
+    from partopt.chain import build_chain
+    from partopt.export import stage_ranges
+    from partopt.onnx_graph import load_graph
+
+    cuts = cuts or doc.get("cuts") or "single"
+    shapes = _input_shapes(input_shape if input_shape else doc.get("input_shape"))
+    graph = load_graph(model_path, shapes)
+    chain = build_chain(graph, cuts=cuts)
+    try:
+        ranges = stage_ranges(doc, chain.num_blocks)
+    except ValueError as exc:
+        raise PipelineError(
+            f"the plan does not fit {Path(model_path).name} ({cuts} cuts): {exc}"
+        ) from None
+    memory = doc.get("memory", "peak")
+    for k, (d, (_, first, last)) in enumerate(zip(doc["stages"], ranges, strict=True)):
+        said = d.get("memory_bytes") if isinstance(d, dict) else None
+        if said is None:
+            continue
+        have = chain.stage_memory(first, last, memory)
+        if not math.isclose(float(said), have, rel_tol=1e-6, abs_tol=1.0):
+            raise PipelineError(
+                f"the plan does not fit {Path(model_path).name}: stage {k} (blocks {first}..{last}) "
+                f"needs {have:.0f} bytes ({memory} memory) but the plan says {float(said):.0f}; "
+                "was it made for another model, --cuts or --input-shape?"
+            )
+    return graph, chain, shapes
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def cmd_export(args) -> int:
+    from partopt.export import (
+        check_export,
+        load_model,
+        missing_weights,
+        random_weights,
+        split_model,
+        write_export,
+    )
+
+    doc = load_plan_doc(args.plan)
+    model = load_model(args.model)
+    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape)
+    missing = missing_weights(model)
+    weights = "model"
+    if missing:
+        if args.random_weights is None:
+            raise PipelineError(
+                f"{Path(args.model).name} has no data for {len(missing)} weights (architecture "
+                "only: its external data file is missing); pass --random-weights SEED"
+            )
+        model = random_weights(model, args.random_weights)
+        weights = f"random (seed {args.random_weights})"
+    export = split_model(model, chain, doc, input_shapes=shapes, layer_graph=graph)
+    extra = {
+        "weights": weights,
+        "cuts": args.cuts or doc.get("cuts") or "single",
+        "memory": doc.get("memory", "peak"),
+        "transfer": doc.get("transfer", "bytes"),
+    }
+    manifest = write_export(export, args.outdir, extra)
+    for s in export.stages:
+        print(
+            f"stage {s.index} on {s.node}: blocks {s.first_block}..{s.last_block}, "
+            f"{s.onnx_nodes} ONNX nodes, in {_fmt_bytes(s.input_bytes)} "
+            f"({len(s.inputs)} tensors), out {_fmt_bytes(s.output_bytes)} ({len(s.outputs)} tensors)"
+            f" -> {Path(args.outdir) / f'stage_{s.index}.onnx'}"
+        )
+    print(f"manifest: {manifest}; weights: {weights}")
+    if args.no_check:
+        return 0
+    report = check_export(model, export, seed=args.check_seed)
+    print(f"check: {report}")
+    return 0 if report.ok else 1
+
+
+def cmd_emulate(args) -> int:
+    from partopt.cluster import Cluster
+    from partopt.emulator import Emulator, EmulatorOptions, format_report, parse_fault
+    from partopt.export import load_model, random_weights
+    from partopt.plan import Plan
+    from partopt.problem import Problem
+
+    doc = load_plan_doc(args.plan)
+    cluster = Cluster.load(args.cluster)
+    model = load_model(args.model)
+    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape)
+    problem = Problem(
+        chain,
+        cluster,
+        memory=doc.get("memory", "peak"),
+        transfer=doc.get("transfer", "bytes"),
+        objective=doc.get("objective", "communication"),
+    )
+    plan = Plan.from_dict(doc["stages"], problem)
+    faults = [parse_fault(s, "kill") for s in args.kill_node or []]
+    faults += [parse_fault(s, None) for s in args.fault or []]
+    opts = EmulatorOptions(
+        requests=args.requests,
+        time_scale=args.time_scale,
+        window=args.window,
+        faults=tuple(faults),
+        random_faults=args.random_faults,
+        seed=args.seed,
+        port=args.port,
+        replan_method=args.replan_method,
+        replan_time_limit_s=args.replan_time_limit,
+        detect_timeout_s=args.detect_timeout,
+        verify=args.verify,
+    )
+    weights_note = None
+    if args.random_weights is not None:
+        model = random_weights(model, args.random_weights)
+        weights_note = f"random (seed {args.random_weights})"
+    emu = Emulator(model, problem, plan, opts, layer_graph=graph, input_shapes=shapes)
+    report = emu.run()
+    if weights_note and report.weights == "model":
+        report.weights = weights_note
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(format_report(report))
+    if report.error:
+        print(f"partopt: error: {report.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_chain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cuts",
+        choices=("single", "multi"),
+        help="cut family the plan's block indices refer to (default: the plan's \"cuts\", else single)",
+    )
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME=D1xD2x...",
+        help='shape of a graph input (default: the plan\'s "input_shape"; batch 1)',
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (x > 0 and math.isfinite(x)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return x
+
+
+def add_parsers(sub) -> None:
+    """Add ``export`` and ``emulate`` to the ``partopt`` command line."""
+    p = sub.add_parser(
+        "export",
+        help="write one ONNX model per stage of a plan, and a manifest",
+        description="Split MODEL.onnx by PLAN.json into OUTDIR/stage_<k>.onnx (inputs: the "
+        "tensors crossing into the stage; outputs: those crossing out, including tensors passing "
+        "through to later stages) and OUTDIR/manifest.json, then check that the stages in "
+        "sequence compute what the whole model computes.",
+    )
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("plan", metavar="PLAN.json", help="what `partopt solve --json` prints")
+    p.add_argument("outdir", metavar="OUTDIR")
+    p.add_argument(
+        "--random-weights",
+        type=int,
+        metavar="SEED",
+        help="give an architecture-only model (weight file missing) random weights",
+    )
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime round-trip check")
+    p.add_argument("--check-seed", type=int, default=0, help="seed of the check's random inputs")
+    _add_chain_args(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "emulate",
+        help="run a plan as a pipeline of local processes on bandwidth-shaped links",
+        description="One worker process per stage runs its ONNX stage with onnxruntime; stages "
+        "talk over loopback TCP, each link paced to its bandwidth in the cluster file divided by "
+        "--time-scale. Reports measured against predicted throughput, latency, link "
+        "utilisation, and how faults were handled. Times are emulated seconds.",
+    )
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("plan", metavar="PLAN.json", help="what `partopt solve --json` prints")
+    p.add_argument("--cluster", required=True, metavar="FILE", help="cluster file (JSON or YAML)")
+    p.add_argument("--requests", type=int, default=100, metavar="R", help="requests to serve (100)")
+    p.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="wall seconds per emulated second for links and emulated compute (1; 0.1 = 10x faster)",
+    )
+    p.add_argument("--window", type=int, metavar="W", help="requests in flight (2 x stages + 2)")
+    p.add_argument(
+        "--kill-node",
+        action="append",
+        metavar="NAME@SECONDS",
+        help="kill the worker on NAME at that emulated time (repeatable)",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        metavar="KIND:NAME@SECONDS",
+        help="inject a fault: kill, freeze (SIGSTOP), hang (compute), stall (link), garbage",
+    )
+    p.add_argument("--random-faults", type=int, default=0, metavar="N", help="N faults at random")
+    p.add_argument("--seed", type=int, default=0, help="seed of inputs, random faults and weights")
+    p.add_argument(
+        "--random-weights",
+        type=int,
+        metavar="SEED",
+        help="random weights (automatic, seed --seed, when the model has no weight data)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="first of stages + 2 consecutive loopback ports (default: chosen by the system)",
+    )
+    p.add_argument("--replan-method", default="auto", help="solver for re-planning (auto)")
+    p.add_argument("--replan-time-limit", type=float, default=10.0, metavar="S")
+    p.add_argument(
+        "--detect-timeout",
+        type=_positive_float,
+        metavar="S",
+        help="wall seconds of silence, or in one send or computation, that mark a fault",
+    )
+    p.add_argument("--verify", action="store_true", help="check every result against the model")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    _add_chain_args(p)
+    p.set_defaults(func=cmd_emulate)

@@ -1,0 +1,51 @@
+"""A pipeline emulator: one worker process per stage on loopback TCP, links shaped by bandwidth.
+
+It runs a plan the way the original system ran on devices (SPEC section 4):
+each stage is an ONNX model (:mod:`partopt.export`) run with onnxruntime in
+its own process; stages stream tensors to each other over TCP with length
+framing, every link paced by a token bucket to its bandwidth from the
+cluster; a dispatcher feeds requests, collects results and re-plans when a
+node or link fails. See :mod:`partopt.emulator.dispatcher`.
+
+>>> from partopt.emulator import EmulatorOptions, parse_fault
+>>> EmulatorOptions(requests=10, faults=(parse_fault("n1@0.5"),)).faults[0].node
+'n1'
+"""
+
+__all__ = [
+    "FAULT_KINDS",
+    "EmulationReport",
+    "Emulator",
+    "EmulatorError",
+    "EmulatorOptions",
+    "Fault",
+    "Replan",
+    "emulate",
+    "format_report",
+    "parse_fault",
+    "replan",
+]
+
+# Imported on first use, so that worker processes (``python -m
+# partopt.emulator.worker``) do not pay for the dispatcher's imports.
+_WHERE = {
+    "FAULT_KINDS": "dispatcher",
+    "Emulator": "dispatcher",
+    "EmulatorError": "dispatcher",
+    "EmulatorOptions": "dispatcher",
+    "Fault": "dispatcher",
+    "emulate": "dispatcher",
+    "parse_fault": "dispatcher",
+    "Replan": "replanning",
+    "replan": "replanning",
+    "EmulationReport": "report",
+    "format_report": "report",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"partopt.emulator.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'partopt.emulator' has no attribute {name!r}")

@@ -1,0 +1,258 @@
+"""Re-planning after a fault: the nodes and links that remain, warm-started from the current plan.
+
+Two candidates are scored with :func:`partopt.plan.evaluate` and the better
+one wins (ties go to the plan that keeps more stages where they were, so
+that less has to move):
+
+* **repair** -- the current plan with every stage on a lost node moved to a
+  spare node (and, for a lost link, one of its two ends moved), each choice
+  the best by ``evaluate``. Fast, and often all a single fault needs.
+* **solve** -- :func:`partopt.solve.solve` on the surviving cluster, given
+  the repair plan as a warm start: its bottleneck as ``max_time_s`` (an
+  incumbent value the ``milp`` method uses to prune) and the plan itself as
+  ``warm_start`` (for methods that accept one; others ignore it).
+
+All plans here use node indices of the *full* cluster; the sub-problem on
+the surviving nodes is an implementation detail.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from partopt.cluster import Cluster
+from partopt.plan import InvalidPlan, Plan, Stage, evaluate
+from partopt.problem import Problem
+
+__all__ = ["Replan", "surviving_problem", "replan", "AUTO_METHODS"]
+
+AUTO_METHODS = ("milp", "brute", "random")
+"""Methods tried in order by ``method="auto"`` (the first registered one that runs)."""
+
+
+@dataclass
+class Replan:
+    """The outcome of a re-plan: the plan (full-cluster node indices) or why there is none."""
+
+    plan: Plan | None
+    bottleneck_s: float | None
+    source: str
+    runtime_s: float
+    kept_stages: int = 0
+    candidates: dict = field(default_factory=dict)
+    reason: str = ""
+
+    def to_dict(self, names: tuple[str, ...]) -> dict:
+        return {
+            "source": self.source,
+            "bottleneck_s": self.bottleneck_s,
+            "runtime_s": self.runtime_s,
+            "kept_stages": self.kept_stages,
+            "candidates": self.candidates,
+            "reason": self.reason,
+            "stages": None
+            if self.plan is None
+            else [
+                {"node": names[s.node], "first_block": s.first_block, "last_block": s.last_block}
+                for s in self.plan.stages
+            ],
+        }
+
+
+def surviving_problem(
+    problem: Problem, alive: Iterable[int], dead_links: Iterable[tuple[int, int]] = ()
+) -> tuple[Problem, list[int]]:
+    """The problem on the nodes ``alive`` (full indices) without ``dead_links``; and the index map."""
+    keep = sorted(set(alive))
+    if not keep:
+        raise InvalidPlan("no node is left")
+    full = problem.cluster
+    bw = np.array(full.bandwidth_mbps[np.ix_(keep, keep)], dtype=float)
+    pos = {v: i for i, v in enumerate(keep)}
+    for a, b in dead_links:
+        if a in pos and b in pos:
+            bw[pos[a], pos[b]] = 0.0
+    sub = Cluster(
+        names=tuple(full.names[i] for i in keep),
+        memory_bytes=full.memory_bytes[keep],
+        bandwidth_mbps=bw,
+        flops_per_s=None if full.flops_per_s is None else full.flops_per_s[keep],
+    )
+    return problem.with_cluster(sub), keep
+
+
+def _score(problem: Problem, plan: Plan) -> float:
+    try:
+        return evaluate(problem, plan).bottleneck_s
+    except InvalidPlan:
+        return math.inf
+
+
+def _repair(sub: Problem, current: Plan, pos: dict[int, int], dead_links) -> Plan | None:
+    """Keep every stage whose node survives; move the others (and one end of a dead link)."""
+    stages = [Stage(s.first_block, s.last_block, pos.get(s.node, -1)) for s in current.stages]
+    n = sub.num_nodes
+
+    def spares(plan_stages):
+        used = {s.node for s in plan_stages}
+        return [v for v in range(n) if v not in used]
+
+    # stages on lost nodes, in pipeline order: the best spare for each
+    for k in range(len(stages)):
+        if stages[k].node >= 0:
+            continue
+        best, best_val = None, math.inf
+        for v in spares(stages):
+            trial = list(stages)
+            trial[k] = Stage(stages[k].first_block, stages[k].last_block, v)
+            if any(s.node < 0 for s in trial):
+                # later orphans not placed yet: judge by memory and the links to placed neighbours
+                val = _partial_score(sub, trial, k)
+            else:
+                val = _score(sub, Plan(tuple(trial)))
+            if val < best_val:
+                best, best_val = v, val
+        if best is None:
+            return None
+        stages[k] = Stage(stages[k].first_block, stages[k].last_block, best)
+    plan = Plan(tuple(stages))
+    if math.isfinite(_score(sub, plan)):
+        return plan
+    # a dead link between two surviving stages: move one of its ends
+    best_plan, best_val = None, math.inf
+    for k in range(len(stages)):
+        for v in spares(stages):
+            trial = list(stages)
+            trial[k] = Stage(stages[k].first_block, stages[k].last_block, v)
+            val = _score(sub, Plan(tuple(trial)))
+            if val < best_val:
+                best_plan, best_val = Plan(tuple(trial)), val
+    return best_plan
+
+
+def _partial_score(sub: Problem, stages: list[Stage], k: int) -> float:
+    s = stages[k]
+    if sub.stage_memory(s.first_block, s.last_block) > sub.cluster.memory_bytes[s.node] * (
+        1 + 1e-9
+    ):
+        return math.inf
+    val = sub.compute_time_s(s.first_block, s.last_block, s.node)
+    if k > 0 and stages[k - 1].node >= 0:
+        val = max(val, sub.transfer_time_s(stages[k - 1].last_block, stages[k - 1].node, s.node))
+    if k + 1 < len(stages) and stages[k + 1].node >= 0:
+        val = max(val, sub.transfer_time_s(s.last_block, s.node, stages[k + 1].node))
+    return val
+
+
+def _solve(sub: Problem, method: str, warm: Plan | None, warm_val: float, time_limit_s, seed):
+    from partopt import solvers
+    from partopt.solve import solve
+
+    methods = AUTO_METHODS if method == "auto" else (method,)
+    tried = []
+    try:
+        registered = solvers.available()
+    except Exception as exc:  # noqa: BLE001 - a broken solver module must not stop the service
+        return None, None, [f"solvers unavailable: {type(exc).__name__}: {exc}"]
+    for m in methods:
+        if m not in registered:
+            continue
+        opts = {}
+        if warm is not None and math.isfinite(warm_val):
+            opts = {"warm_start": warm, "max_time_s": warm_val}
+        try:
+            res = solve(sub, m, time_limit_s=time_limit_s, seed=seed, **opts)
+        except ValueError as exc:  # SolverRefused: too large for this method
+            tried.append(f"{m}: {exc}")
+            continue
+        if res.plan is not None and res.status in ("optimal", "feasible"):
+            return res, m, tried
+        tried.append(f"{m}: {res.status}")
+        if res.status == "infeasible" and warm is None:
+            return res, m, tried
+    return None, None, tried
+
+
+def replan(
+    problem: Problem,
+    current: Plan,
+    alive: Iterable[int],
+    dead_links: Iterable[tuple[int, int]] = (),
+    *,
+    method: str = "auto",
+    time_limit_s: float | None = 10.0,
+    seed: int = 0,
+) -> Replan:
+    """A new plan for ``problem`` on the nodes ``alive``, warm-started from ``current``.
+
+    Parameters
+    ----------
+    problem
+        The problem on the full cluster (chain, memory/transfer models, objective).
+    current
+        The plan that was running (full-cluster node indices).
+    alive
+        Full-cluster indices of the nodes still usable.
+    dead_links
+        ``(src, dst)`` pairs (full indices) no longer usable.
+    method
+        A registered solver, or ``auto``: the first of :data:`AUTO_METHODS` that runs.
+    time_limit_s
+        Solver time limit in seconds.
+
+    Examples
+    --------
+    >>> from partopt import Chain, Cluster, Plan, Problem
+    >>> p = Problem(Chain.from_arrays([1, 1, 1], [8e6, 4e6]),
+    ...             Cluster.uniform(4, memory_bytes=1, bandwidth_mbps=8.0))
+    >>> r = replan(p, Plan.from_cuts([0, 1], [0, 1, 2]), alive=[0, 2, 3], method="brute")
+    >>> r.plan.nodes, r.bottleneck_s, r.kept_stages
+    ((0, 3, 2), 8.0, 2)
+    """
+    t0 = time.perf_counter()
+    dead_links = list(dead_links)
+    try:
+        sub, keep = surviving_problem(problem, alive, dead_links)
+    except InvalidPlan as exc:
+        return Replan(None, None, "none", time.perf_counter() - t0, reason=str(exc))
+    pos = {v: i for i, v in enumerate(keep)}
+    repaired = _repair(sub, current, pos, dead_links)
+    repair_val = math.inf if repaired is None else _score(sub, repaired)
+    candidates: dict = {"repair": None if not math.isfinite(repair_val) else repair_val}
+    res, used, tried = _solve(
+        sub, method, repaired if math.isfinite(repair_val) else None, repair_val, time_limit_s, seed
+    )
+    solve_val = math.inf
+    if res is not None and res.plan is not None:
+        solve_val = _score(sub, res.plan)
+        candidates[f"solve:{used}"] = solve_val if math.isfinite(solve_val) else None
+        candidates[f"solve:{used}:status"] = res.status
+    if tried:
+        candidates["not_used"] = tried
+
+    def kept(plan: Plan) -> int:
+        old = {(s.first_block, s.last_block, s.node) for s in current.stages}
+        return sum((s.first_block, s.last_block, keep[s.node]) in old for s in plan.stages)
+
+    options = []
+    if math.isfinite(repair_val):
+        options.append((repair_val, -kept(repaired), "repair", repaired))
+    if math.isfinite(solve_val):
+        options.append((solve_val, -kept(res.plan), f"solve:{used}", res.plan))
+    runtime = time.perf_counter() - t0
+    if not options:
+        why = "no valid plan on the remaining nodes"
+        if res is not None and res.status == "infeasible":
+            why += f" ({res.info.get('reason', 'proven infeasible')})"
+        return Replan(None, None, "none", runtime, candidates=candidates, reason=why)
+    # the better bottleneck; on a tie (relative 1e-9) the plan that moves less
+    best_val = min(o[0] for o in options)
+    tied = [o for o in options if o[0] <= best_val * (1 + 1e-9)]
+    val, neg_kept, source, plan = min(tied, key=lambda o: o[1])
+    full = Plan(tuple(Stage(s.first_block, s.last_block, keep[s.node]) for s in plan.stages))
+    return Replan(full, val, source, runtime, -neg_kept, candidates)
