@@ -57,6 +57,7 @@ __all__ = [
     "stage_ranges",
     "split_model",
     "write_export",
+    "index_bounds",
     "random_inputs",
     "run_stages",
     "check_export",
@@ -69,6 +70,12 @@ MANIFEST = "manifest.json"
 
 class ExportError(ValueError):
     """A model, chain or plan that cannot be exported; the message says why."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # onnxruntime prefixes "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : "
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # -- tensors -------------------------------------------------------------------------
@@ -722,7 +729,9 @@ def split_model(
     needed = list(dict.fromkeys(t for b in boundaries for t in b))
     unknown = [t for t in needed if t not in specs or specs[t].shape is None]
     if unknown and not missing_weights(fixed):
-        probe_in = random_inputs([specs[t] for t in graph_inputs], seed=0)
+        probe_in = random_inputs(
+            [specs[t] for t in graph_inputs], seed=0, bounds=index_bounds(model)
+        )
         specs.update(_probe(fixed, [t for t in unknown if t not in graph_inputs], probe_in))
     for t in needed:
         if t not in specs:
@@ -784,7 +793,10 @@ def split_model(
         tuple(specs[t] for t in boundaries[0]),
         tuple(specs[t] for t in graph_outputs),
         model_name=chain.name,
-        meta={"input_shapes": {k: list(v) for k, v in shapes.items()}},
+        meta={
+            "input_shapes": {k: list(v) for k, v in shapes.items()},
+            "index_bounds": index_bounds(model),
+        },
     )
 
 
@@ -810,9 +822,43 @@ def write_export(export: Export, outdir: str | os.PathLike, extra: dict | None =
 # -- running and checking ----------------------------------------------------------------
 
 
-def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random arrays for graph inputs: floats ~ N(0, 1), integers in [0, 10), booleans."""
+def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """For integer graph inputs, one more than the largest value that is safe to feed.
+
+    An input used as ``Gather`` indices into a stored table (token ids,
+    token types, positions) may go up to the table's size along the gather
+    axis; every other integer input gets 2 (values 0 and 1, which suit
+    masks as well).
+    """
+    graph = model.graph
+    tables = {t.name: tuple(t.dims) for t in graph.initializer}
+    inits = _initializer_names(graph)
+    out: dict[str, int] = {}
+    for vi in graph.input:
+        if vi.name in inits:
+            continue
+        elem = vi.type.tensor_type.elem_type
+        if elem == 0 or np.dtype(helper.tensor_dtype_to_np_dtype(elem)).kind not in "iu":
+            continue
+        bound = None
+        for node in graph.node:
+            if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == vi.name:
+                dims = tables.get(node.input[0])
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                if dims:
+                    size = int(dims[axis])
+                    bound = size if bound is None else min(bound, size)
+        out[vi.name] = max(1, bound if bound is not None else 2)
+    return out
+
+
+def random_inputs(
+    specs: Sequence[TensorSpec], seed: int = 0, bounds: dict[str, int] | None = None
+) -> dict[str, np.ndarray]:
+    """Random arrays for graph inputs: floats ~ N(0, 1), booleans, and integers in
+    ``[0, bounds[name])`` (default 2; see :func:`index_bounds`)."""
     rng = np.random.default_rng(seed)
+    bounds = bounds or {}
     out = {}
     for s in specs:
         if s.shape is None:
@@ -821,7 +867,7 @@ def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.nd
         if dt.kind == "f":
             out[s.name] = rng.standard_normal(s.shape).astype(dt)
         elif dt.kind in "iu":
-            out[s.name] = rng.integers(0, 10, size=s.shape).astype(dt)
+            out[s.name] = rng.integers(0, bounds.get(s.name, 2), size=s.shape).astype(dt)
         elif dt.kind == "b":
             out[s.name] = rng.integers(0, 2, size=s.shape).astype(dt)
         else:
@@ -882,10 +928,16 @@ def check_export(
             "(architecture only); give it random weights first (--random-weights SEED)"
         )
     fixed = _with_input_shapes(model, {t.name: t.shape for t in export.inputs})
-    inputs = random_inputs(export.inputs, seed)
+    inputs = random_inputs(export.inputs, seed, export.meta.get("index_bounds"))
     names = [t.name for t in export.outputs]
-    whole = dict(zip(names, session(fixed).run(names, inputs), strict=True))
-    split = run_stages(export, inputs)
+    try:
+        whole = dict(zip(names, session(fixed).run(names, inputs), strict=True))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own message, on one line
+        raise ExportError(f"onnxruntime cannot run the whole model: {_one_line(exc)}") from None
+    try:
+        split = run_stages(export, inputs)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"onnxruntime cannot run the stages: {_one_line(exc)}") from None
     ok, max_abs, max_rel = True, 0.0, 0.0
     for n in names:
         a, b = np.asarray(whole[n]), np.asarray(split[n])
@@ -899,7 +951,8 @@ def check_export(
             continue
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         if not (np.isfinite(a64).all() and np.isfinite(b64).all()):
-            same = np.array_equal(a64, b64, equal_nan=True)
+            # equal NaNs prove little, and no finite value proves nothing
+            same = np.array_equal(a64, b64, equal_nan=True) and bool(np.isfinite(a64).any())
             ok = ok and same
             if not same:
                 max_abs = max_rel = math.inf

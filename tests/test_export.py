@@ -398,3 +398,28 @@ def test_plan_that_does_not_match_the_chain_is_refused():
         stage_ranges({"status": "infeasible", "stages": []}, b)
     with pytest.raises(ExportError, match="block_nodes"):
         split_model(model, Chain.from_arrays([1, 1], [1]), Plan.from_cuts([], [0], 2))
+
+
+@pytest.mark.parametrize("cuts", ["single", "multi"])
+def test_bundled_model_round_trip_with_random_weights(cuts, tmp_path):
+    from pathlib import Path
+
+    from partopt.chain import build_chain
+    from partopt.onnx_graph import load_graph
+
+    path = Path(__file__).resolve().parents[1] / "models" / "mobilenetv2.onnx"
+    if not path.exists():
+        pytest.skip("models/mobilenetv2.onnx is not there")
+    arch = load_model(path)
+    assert missing_weights(arch)  # architecture only
+    model = random_weights(arch, seed=7)
+    graph = load_graph(path)
+    chain = build_chain(graph, cuts=cuts)
+    export = split_model(model, chain, even_plan(chain.num_blocks, 5), layer_graph=graph)
+    for s in export.stages[:-1]:
+        assert s.output_bytes == pytest.approx(chain.transfer_bytes[s.last_block])
+    report = check_export(model, export, seed=1)
+    assert report.ok and report.max_rel_error < 1e-4, str(report)
+    write_export(export, tmp_path)
+    for s in export.stages:
+        onnx.checker.check_model(str(tmp_path / f"stage_{s.index}.onnx"))

@@ -669,7 +669,10 @@ class Emulator:
 
     def _request(self, rid: int) -> list:
         if rid not in self.cache:
-            arrays = random_inputs(self.dep.export.inputs, seed=self._input_seed(rid))
+            export = self.dep.export
+            arrays = random_inputs(
+                export.inputs, self._input_seed(rid), export.meta.get("index_bounds")
+            )
             self.cache[rid] = encode_tensors([arrays[t.name] for t in self.dep.export.inputs])
         return self.cache[rid]
 
@@ -1095,7 +1098,9 @@ class Emulator:
         names = [t.name for t in export.outputs]
         ok, max_rel = True, 0.0
         for rid, got in sorted(self.outputs.items()):
-            inputs = random_inputs(export.inputs, seed=self._input_seed(rid))
+            inputs = random_inputs(
+                export.inputs, self._input_seed(rid), export.meta.get("index_bounds")
+            )
             want = sess.run(names, inputs)
             for a, b in zip(want, got, strict=True):
                 a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
