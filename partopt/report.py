@@ -50,6 +50,7 @@ Examples
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -176,6 +177,19 @@ def load_published(directory: str | Path | None) -> dict[str, list[dict]]:
 
 
 def label(rec: dict) -> str:
+    """``method`` plus its options, e.g. ``seifer C=20`` (see :func:`_label`)."""
+    opts = rec.get("options") or {}
+    key = (rec["method"], rec.get("C"), json.dumps(opts, sort_keys=True))
+    return _label(key[0], key[1], key[2])
+
+
+@functools.lru_cache(maxsize=1024)
+def _label(method: str, classes, options_json: str) -> str:
+    rec = {"method": method, "C": classes, "options": json.loads(options_json)}
+    return _label_uncached(rec)
+
+
+def _label_uncached(rec: dict) -> str:
     """``method`` plus its options, e.g. ``seifer C=20``.
 
     >>> label({"method": "seifer", "options": {"num_classes": 20}, "C": 20})
@@ -240,7 +254,7 @@ def instance_summary(records: Iterable[dict]) -> dict[str, InstanceSummary]:
         if status == "infeasible":
             s.infeasible = True
         if status == "optimal" and rec.get("bottleneck_s") is not None:
-            s.optima.append((label(rec), rec["bottleneck_s"]))
+            s.optima.append((rec["method"], rec["bottleneck_s"]))
         lb = rec.get("lower_bound_s")
         if lb is not None and (s.best_bound is None or lb > s.best_bound):
             s.best_bound = lb
@@ -850,11 +864,12 @@ def figure_solve_time(rows: Sequence[dict], outdir: Path, name: str = "solve_tim
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     colors = plt.get_cmap("tab10")
     for ax, xkey, xlabel in ((axes[0], "nodes", "nodes N"), (axes[1], "num_blocks", "blocks")):
+        times: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for r in rows:
+            if r.get(xkey) is not None:
+                times[r["label"]][r[xkey]].append(max(r["runtime_s"], 1e-6))
         for k, lab in enumerate(labs):
-            by: dict[int, list[float]] = defaultdict(list)
-            for r in rows:
-                if r["label"] == lab and r.get(xkey) is not None:
-                    by[r[xkey]].append(max(r["runtime_s"], 1e-6))
+            by = times.get(lab)
             if not by:
                 continue
             xs = sorted(by)
