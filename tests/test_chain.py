@@ -195,13 +195,20 @@ PROPERTY = settings(deadline=None, max_examples=max(30, settings.default.max_exa
 
 
 def _with_ends(g: LayerGraph) -> nx.DiGraph:
-    """The layer DAG with the virtual source (readers of inputs) and sink."""
+    """The layer DAG with the virtual source and sink.
+
+    The source feeds the readers of graph inputs (the layers without inputs
+    when nothing reads one), the sink reads the graph outputs.
+    """
     h = g.dag.copy()
+    h.add_node(VSRC)
     for t in g.inputs:
         for c in g.consumers[t]:
             h.add_edge(VSRC, c)
         if t in g.outputs:
             h.add_edge(VSRC, VSINK)
+    if h.out_degree(VSRC) == 0:
+        h.add_edges_from((VSRC, n.name) for n in g.nodes if not n.inputs)
     for t in g.outputs:
         if t in g.producer:
             h.add_edge(g.producer[t], VSINK)

@@ -306,3 +306,42 @@ def test_recorded_shapes_of_unknown_ops_keep_their_bound_symbols():
     # A fixed size given another value: recorded shapes are dropped, not trusted.
     g = load_graph(_custom_op_model(["batch", 6], ("batch", 6)), {"X": (1, 7)})
     assert g.tensors["a"].shape == (1, 7) and g.tensors["b"].bytes is None
+
+
+def test_loop_body_weights_and_outer_reads_belong_to_the_loop():
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["x_in", "Wb"], ["x1"]),
+            helper.make_node("Mul", ["x1", "r"], ["x_out"]),  # r: from the outer graph
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_in", F, [1, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_out", F, [1, 4]),
+        ],
+        [_zeros("Wb", (4,))],
+    )
+    trip = numpy_helper.from_array(np.array(3, np.int64), "trip")
+    nodes = [
+        helper.make_node("Relu", ["X"], ["r"], name="relu"),
+        helper.make_node("Loop", ["trip", "", "X"], ["Y"], name="loop", body=body),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "loop",
+        [helper.make_tensor_value_info("X", F, [1, 4])],
+        [helper.make_tensor_value_info("Y", F, [1, 4])],
+        [trip],
+    )
+    graph = load_graph(helper.make_model(g))
+    loop = graph.nodes[1]
+    assert loop.inputs == ("X", "r")
+    assert loop.param_bytes == 16 + 8  # Wb in the body, the trip count outside
+    assert loop.flops == 4 + 4  # one iteration of the body (Identity is free)
+    assert graph.consumers["r"] == ["loop"]
