@@ -175,9 +175,13 @@ def cmd_inspect(args) -> int:
     if args.compare_cuts:
         cm = doc["cut_methods"]
         print(
-            f"dominators vs singleton levels: {'same set' if cm.get('same') else 'different'} "
-            f"({json.dumps({k: v for k, v in cm.items() if k != 'same'}, default=str)[:200]})"
+            f"cut points: {len(cm['dominators'])} by dominators, "
+            f"{len(cm['singleton_levels'])} by singleton levels: "
+            + ("the same set" if cm["same"] else "different sets")
         )
+        for key in ("only_dominators", "only_singleton_levels"):
+            if cm[key]:
+                print(f"  {key.replace('_', ' ')}: {', '.join(cm[key])}")
     return 0
 
 
