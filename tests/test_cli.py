@@ -73,3 +73,80 @@ def test_console_script_has_no_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("partopt: error:")
+
+
+# -- inspect and solve on real ONNX files ---------------------------------------------
+
+
+@pytest.fixture
+def chain_onnx(tmp_path):
+    import onnx
+
+    from tests.onnx_models import chain_model
+
+    path = tmp_path / "chain.onnx"
+    onnx.save(chain_model(), path)
+    return path
+
+
+def test_inspect_json_shape(chain_onnx, capsys):
+    code, out, _ = run(capsys, "inspect", str(chain_onnx), "--json")
+    doc = json.loads(out)
+    assert code == 0
+    assert {"model", "num_nodes", "param_bytes", "cut_points", "blocks"} <= set(doc)
+    assert doc["num_nodes"] == 5
+    # conv 4*3*3*3+4 and fc 10*64+10 float32 parameters
+    assert doc["param_bytes"] == 4 * (112 + 650)
+    assert [c["node"] for c in doc["cut_points"]] == ["conv", "relu", "pool", "flatten"]
+    # conv output [1,4,8,8] float32 crosses the first cut
+    assert doc["cut_points"][0] == {"index": 0, "node": "conv", "transfer_bytes": 4 * 256}
+    assert len(doc["blocks"]) == 5
+    assert sum(b["param_bytes"] for b in doc["blocks"]) == doc["param_bytes"]
+
+
+def test_inspect_table(chain_onnx, capsys):
+    code, out, _ = run(capsys, "inspect", str(chain_onnx))
+    assert code == 0 and "4 single-tensor cut points" in out and "flatten" in out
+
+
+def test_solve_json_shape_and_plan(chain_onnx, tmp_path, capsys):
+    cluster = tmp_path / "c.json"
+    Cluster(("a", "b", "c"), [3000, 3000, 3000],
+            [[0, 1, 8], [1, 0, 1], [8, 1, 0]]).save(cluster)
+    code, out, _ = run(capsys, "solve", str(chain_onnx), "--cluster", str(cluster),
+                       "--method", "brute", "--memory", "weights", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["status"] == "optimal"
+    assert {"method", "status", "bottleneck_s", "lower_bound_s", "gap", "runtime_s",
+            "stages"} <= set(doc)
+    stages = doc["stages"]
+    # 3048 bytes of parameters need two stages of 3000 bytes; a cheapest cut (after pool or
+    # flatten, 64 floats = 256 B) goes over the 8 Mbit/s link a<->c
+    assert [s["node"] for s in stages] in (["a", "c"], ["c", "a"])
+    assert stages[0]["last_block"] in (2, 3) and len(stages) == 2
+    assert doc["bottleneck_s"] == pytest.approx(256 * 8 / 8e6)
+    assert all({"node", "first_block", "last_block", "memory_bytes"} <= set(s) for s in stages)
+
+
+def test_solve_infeasible_says_what_capacity_is_needed(chain_onnx, capsys):
+    code, out, _ = run(capsys, "solve", str(chain_onnx), "--paper-cluster", "1",
+                       "--capacity-mb", "0.001", "--method", "brute", "--memory", "weights")
+    assert code == 2
+    assert "infeasible" in out and "at least" in out
+
+
+def test_bad_model_file_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    code, _, err = run(capsys, "inspect", str(bad))
+    assert code == 1 and err.startswith("partopt: error:") and err.count("\n") == 1
+    code, _, err = run(capsys, "inspect", str(tmp_path / "missing.onnx"))
+    assert code == 1 and "not found" in err
+
+
+def test_bundled_model_solves_with_default_method(capsys):
+    code, out, _ = run(capsys, "solve", "models/resnet50.onnx", "--paper-cluster", "10",
+                       "--capacity-mb", "64", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["method"] == "exact" and doc["status"] == "optimal"
+    assert doc["gap"] == 0 and len(doc["stages"]) >= 2
