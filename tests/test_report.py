@@ -216,3 +216,17 @@ def test_bound_gap_table_by_hand():
     assert (g["instances"], g["unproven"]) == (2, 1)
     assert g["mean gap"] == pytest.approx((0.5 / 2.5 + 0.5 / 2.0) / 2) and g["max gap"] == 0.25
     assert one(t, method="exact")["max gap"] == pytest.approx(0.5)
+
+
+def test_report_never_imports_a_solver(tmp_path):
+    import subprocess
+    import sys
+
+    results = tmp_path / "r.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    code = ("import sys; from partopt.report import write_report; "
+            f"write_report([{str(results)!r}], {str(tmp_path / 'out')!r}); "
+            "print(sorted(m for m in sys.modules if m.startswith('partopt.solvers.') "
+            "or m.split('.')[0] in ('pyomo', 'highspy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
