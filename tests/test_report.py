@@ -222,6 +222,7 @@ def test_report_never_imports_a_solver(tmp_path):
     import subprocess
     import sys
 
+    pytest.importorskip("matplotlib")
     results = tmp_path / "r.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     code = ("import sys; from partopt.report import write_report; "
