@@ -1,16 +1,19 @@
 """Re-planning after a fault: the nodes and links that remain, warm-started from the current plan.
 
-Two candidates are scored with :func:`partopt.plan.evaluate` and the better
+Three candidates are scored with :func:`partopt.plan.evaluate` and the better
 one wins (ties go to the plan that keeps more stages where they were, so
 that less has to move):
 
 * **repair** -- the current plan with every stage on a lost node moved to a
   spare node (and, for a lost link, one of its two ends moved), each choice
   the best by ``evaluate``. Fast, and often all a single fault needs.
+* **polish** -- local search (:func:`partopt.solvers.local_search.improve`,
+  moves of cuts and nodes while the bottleneck drops) started from the
+  repair plan: the warm start proper.
 * **solve** -- :func:`partopt.solve.solve` on the surviving cluster, given
-  the repair plan as a warm start: its bottleneck as ``max_time_s`` (an
-  incumbent value the ``milp`` method uses to prune) and the plan itself as
-  ``warm_start`` (for methods that accept one; others ignore it).
+  the repair plan's bottleneck as ``max_time_s`` (an incumbent value the
+  ``milp`` method uses to prune) and the plan as ``warm_start`` (for methods
+  that take one; the others ignore both).
 
 All plans here use node indices of the *full* cluster; the sub-problem on
 the surviving nodes is an implementation detail.
@@ -31,8 +34,10 @@ from partopt.problem import Problem
 
 __all__ = ["Replan", "surviving_problem", "replan", "AUTO_METHODS"]
 
-AUTO_METHODS = ("milp", "brute", "random")
-"""Methods tried in order by ``method="auto"`` (the first registered one that runs)."""
+AUTO_METHODS = ("bottleneck-search", "exact", "milp", "brute", "random")
+"""Methods tried in order by ``method="auto"``: the first registered one that returns a
+plan is used. The fast heuristic comes first because every second spent re-planning is a
+second of outage; pass ``method="exact"`` for a proven optimum."""
 
 
 @dataclass
@@ -149,6 +154,20 @@ def _partial_score(sub: Problem, stages: list[Stage], k: int) -> float:
     return val
 
 
+def _polish(sub: Problem, plan: Plan, time_limit_s) -> Plan | None:
+    """Local search from ``plan``; ``None`` if the local-search module is not available."""
+    try:
+        from partopt.solvers.local_search import improve, to_plan
+    except ImportError:
+        return None
+    deadline = math.inf if time_limit_s is None else time.perf_counter() + float(time_limit_s)
+    try:
+        cuts, nodes, _ = improve(sub, plan.cuts, plan.nodes, deadline=deadline)
+        return to_plan(sub, cuts, nodes)
+    except Exception:  # noqa: BLE001 - a failing heuristic leaves the other candidates
+        return None
+
+
 def _solve(sub: Problem, method: str, warm: Plan | None, warm_val: float, time_limit_s, seed):
     from partopt import solvers
     from partopt.solve import solve
@@ -224,6 +243,10 @@ def replan(
     repaired = _repair(sub, current, pos, dead_links)
     repair_val = math.inf if repaired is None else _score(sub, repaired)
     candidates: dict = {"repair": None if not math.isfinite(repair_val) else repair_val}
+    polished = _polish(sub, repaired, time_limit_s) if math.isfinite(repair_val) else None
+    polish_val = math.inf if polished is None else _score(sub, polished)
+    if polished is not None:
+        candidates["polish"] = polish_val if math.isfinite(polish_val) else None
     res, used, tried = _solve(
         sub, method, repaired if math.isfinite(repair_val) else None, repair_val, time_limit_s, seed
     )
@@ -242,6 +265,8 @@ def replan(
     options = []
     if math.isfinite(repair_val):
         options.append((repair_val, -kept(repaired), "repair", repaired))
+    if math.isfinite(polish_val):
+        options.append((polish_val, -kept(polished), "polish", polished))
     if math.isfinite(solve_val):
         options.append((solve_val, -kept(res.plan), f"solve:{used}", res.plan))
     runtime = time.perf_counter() - t0
