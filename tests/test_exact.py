@@ -116,15 +116,32 @@ def test_no_links_and_too_big_for_one_node_is_infeasible():
     assert solve(p, "exact").status == "infeasible"
 
 
-def test_walk_relaxation_is_refuted_by_the_path_search():
+def test_bouncing_over_one_fast_link_is_refuted_by_the_relaxation():
     # Only a <-> b is fast; three stages with two big cuts would bounce a -> b -> a.
     bw = np.array([[0, 9.0, 1.0], [9.0, 0, 1.0], [1.0, 1.0, 0]])
     p = Problem(Chain.from_arrays([2, 2, 2], [9e6, 9e6]), Cluster(("a", "b", "c"), np.full(3, 2.0), bw))
     search = ExactSearch(p)
-    assert search.relaxation_feasible(8.0)  # walk a -> b -> a
-    assert search.decide(8.0)[0] == "infeasible"
+    assert not search.relaxation_feasible(8.0)
+    assert search.decide(72.0)[0] == "feasible"
     r = solve(p, "exact")
     assert r.status == "optimal" and r.bottleneck_s == 72.0
+
+
+def test_cycle_is_refuted_by_the_path_search():
+    # Fast links only inside the triangle a, b, c; four stages need a path of four
+    # nodes, so one cut must use a slow link to d. The no-return relaxation walks
+    # a -> b -> c -> a and cannot see it.
+    bw = np.full((4, 4), 1.0)
+    for u, v in [(0, 1), (1, 2), (2, 0)]:
+        bw[u, v] = bw[v, u] = 8.0
+    p = Problem(Chain.from_arrays([2, 2, 2, 2], [8e6, 8e6, 8e6]),
+                Cluster(("a", "b", "c", "d"), np.full(4, 2.0), bw))
+    search = ExactSearch(p)
+    assert search.relaxation_feasible(8.0)
+    assert search.decide(8.0)[0] == "infeasible"
+    r = solve(p, "exact")
+    assert r.status == "optimal" and r.bottleneck_s == 64.0
+    assert r.bottleneck_s == solve(p, "brute").bottleneck_s
 
 
 def test_decide_plans_are_within_the_threshold():

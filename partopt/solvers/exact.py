@@ -83,6 +83,11 @@ DFS_BUDGET = 20_000
 """Search states one exact decision may expand before the MILP takes over."""
 
 
+FORWARD_CHECK_AFTER = 200
+"""States a decision expands with the global relaxation before it re-solves the
+relaxation on the unused nodes at every state (slower per state, far fewer states)."""
+
+
 class _Unknown(Exception):
     """The path search ran out of budget or time."""
 
@@ -151,18 +156,21 @@ class ExactSearch:
             return np.isfinite(self.tau)  # tau is inf where there is no link
         return self.tau <= theta
 
-    def min_stages_to_finish(self, ends: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        """Walk relaxation ``H[i, v]`` (shape ``(B, N)``, capped at ``N + 1``).
+    def min_stages_to_finish(self, ends: np.ndarray, allowed: np.ndarray,
+                             first_row: int = 0) -> np.ndarray:
+        """Walk relaxation ``H[i, v]`` (shape ``(B, len(ends))``, capped at ``N + 1``).
 
         The fewest stages that run blocks ``i..B-1`` starting on node ``v``
         when nodes may repeat; ``N + 1`` means "impossible with N nodes".
+        ``ends`` and ``allowed`` may be restricted to a subset of the nodes;
+        rows below ``first_row`` are left at ``N + 1``.
         """
-        b, n = self.num_blocks, self.num_nodes
-        inf = n + 1
+        b, n = self.num_blocks, ends.shape[0]
+        inf = self.num_nodes + 1
         h = np.full((b, n), inf, dtype=np.int64)
         gmin = np.full((max(b - 1, 0), n), inf, dtype=np.int64)
-        last = ends[:, :].T  # (B, N): last[i, v]
-        for i in range(b - 1, -1, -1):
+        last = ends.T  # (B, n): last[i, v]
+        for i in range(b - 1, first_row - 1, -1):
             if i < b - 1:
                 nxt = np.where(allowed[i], h[i + 1][None, :], inf)  # (N, N): from v to w
                 gmin[i] = nxt.min(axis=1)
@@ -178,6 +186,64 @@ class ExactSearch:
                 h[i, rest] = np.minimum(seg.min(axis=0) + 1, inf)
         return h
 
+    def no_return_relaxation(self, ends: np.ndarray, allowed: np.ndarray, first_row: int = 0):
+        """Walks that never go straight back (no ``u -> v -> u``): ``(t1, w1, t2)``, each ``(B, n)``.
+
+        Over the completions that run blocks ``i..B-1`` starting with a stage
+        on node ``v``: ``t1[i, v]`` is the fewest stages, ``w1[i, v]`` the node
+        after ``v`` in one such completion (``-1``: ``v``'s stage is the last),
+        and ``t2[i, v]`` the fewest stages among completions whose next node
+        is not ``w1[i, v]``. Coming from ``u``, the best completion that does
+        not return to ``u`` has ``t2`` stages if ``w1 == u`` and ``t1``
+        otherwise, which is what the recursion needs. Values are capped at
+        ``N + 1`` ("impossible"). The walk relaxation's typical blind spot, a
+        bottleneck that bounces over the one fast link (``a -> b -> a``), is
+        closed at the cost of keeping two values per state.
+        """
+        b, n = self.num_blocks, ends.shape[0]
+        inf = self.num_nodes + 1
+        t1 = np.full((b, n), inf, dtype=np.int64)
+        t2 = np.full((b, n), inf, dtype=np.int64)
+        w1 = np.full((b, n), -1, dtype=np.int64)
+        m = max(b - 1, 0)
+        best1 = np.full((m, n), inf, dtype=np.int64)  # over next nodes w, for a stage ending at cut j
+        arg1 = np.full((m, n), -1, dtype=np.int64)
+        best2 = np.full((m, n), inf, dtype=np.int64)
+        last = ends.T
+        nodes = np.arange(n)
+        for i in range(b - 1, first_row - 1, -1):
+            if i < b - 1:
+                # value of going v -> w after cut i: 1 + best completion from (i + 1, w) avoiding v
+                back = w1[i + 1][None, :] == nodes[:, None]  # (v, w): w's best next is v
+                comp = np.where(back, t2[i + 1][None, :], t1[i + 1][None, :])
+                vals = np.where(allowed[i], np.minimum(comp + 1, inf), inf)
+                a = vals.argmin(axis=1)
+                best1[i] = vals[nodes, a]
+                arg1[i] = np.where(best1[i] < inf, a, -1)
+                vals[nodes, a] = inf
+                best2[i] = vals.min(axis=1)
+            lst = last[i]
+            fin = lst >= b - 1
+            t1[i, fin] = 1
+            t2[i, fin] = 1
+            w1[i, fin] = -1
+            rest = np.flatnonzero(~fin & (lst >= i))
+            if rest.size:
+                top = int(lst[rest].max())
+                rows = np.arange(i, top + 1)[:, None]
+                inside = rows <= lst[rest][None, :]
+                b1 = np.where(inside, best1[i : top + 1, rest], inf)
+                jstar = b1.argmin(axis=0)
+                v1 = b1[jstar, np.arange(rest.size)]
+                who = arg1[i + jstar, rest]
+                a1 = arg1[i : top + 1, rest]
+                other = np.where(a1 != who[None, :], best1[i : top + 1, rest], best2[i : top + 1, rest])
+                v2 = np.where(inside, other, inf).min(axis=0)
+                t1[i, rest] = v1
+                w1[i, rest] = np.where(v1 < inf, who, -1)
+                t2[i, rest] = v2
+        return t1, w1, t2
+
     # -- exact decision ---------------------------------------------------
 
     def decide(self, theta: float):
@@ -188,12 +254,13 @@ class ExactSearch:
         self.stats["decisions"] += 1
         ends = self.ends(theta)
         allowed = self.allowed(theta)
-        h = self.min_stages_to_finish(ends, allowed)
+        relax = self.no_return_relaxation(ends, allowed)
+        h = relax[0]
         if h[0].min() > self.num_nodes:
             self.stats["relaxation_refuted"] += 1
             return "infeasible", None, h
         try:
-            plan = self._path_search(ends, allowed, h)
+            plan = self._path_search(ends, allowed, relax)
         except _Unknown:
             return "unknown", None, h
         if plan is None:
@@ -203,18 +270,34 @@ class ExactSearch:
         return "feasible", plan, h
 
     def relaxation_feasible(self, theta: float) -> bool:
-        """Whether the walk relaxation admits a plan within ``theta`` (``False`` is a proof)."""
-        h = self.min_stages_to_finish(self.ends(theta), self.allowed(theta))
-        return bool(h[0].min() <= self.num_nodes)
+        """Whether the no-return walk relaxation admits a plan within ``theta`` (``False`` is a proof)."""
+        t1, _, _ = self.no_return_relaxation(self.ends(theta), self.allowed(theta))
+        return bool(t1[0].min() <= self.num_nodes)
 
-    def _path_search(self, ends, allowed, h) -> Plan | None:
+    def _path_search(self, ends, allowed, relax) -> Plan | None:
         """Depth-first search over simple node paths; ``None`` proves there is no plan."""
         b, n = self.num_blocks, self.num_nodes
         used = np.zeros(n, dtype=bool)
         failed: set = set()
         path: list[tuple[int, np.ndarray]] = []
         budget = self.expanded + self.dfs_budget
-        hs = h[1:] if b > 1 else np.zeros((0, n), dtype=h.dtype)  # hs[j, w] = h[j + 1, w]
+        forward_after = self.expanded + min(FORWARD_CHECK_AFTER, self.dfs_budget)
+        t1, w1, t2 = relax
+        h = t1
+
+        def global_relaxation(v: int) -> np.ndarray:
+            """``hs[j, w]``: fewest stages from a stage at ``j + 1`` on ``w``, arriving from ``v``."""
+            return np.where(w1[1:] == v, t2[1:], t1[1:])
+
+        def free_relaxation(first: int) -> np.ndarray:
+            """``hs`` recomputed on the unused nodes only (forward checking)."""
+            free = np.flatnonzero(~used)
+            out = np.full((max(b - 1, 0), n), n + 1, dtype=np.int64)
+            if free.size and b > 1:
+                sub = allowed[:, free][:, :, free]
+                f1, _, _ = self.no_return_relaxation(ends[free], sub, first_row=first + 1)
+                out[:, free] = f1[1:]  # v is used, so no completion can return to it
+            return out
 
         def expand(v: int, starts: np.ndarray, used_mask: int, k: int) -> bool:
             self.expanded += 1
@@ -232,6 +315,9 @@ class ExactSearch:
             np.add.at(cover, idx, 1)
             np.add.at(cover, np.minimum(last, b - 2) + 1, -1)
             cover = np.cumsum(cover[: b - 1]) > 0  # stage on v may end at cut j
+            # After a cheap first try, re-solve the relaxation without the used
+            # nodes: a prefix that spends a node a later hard cut needs dies here.
+            hs = free_relaxation(int(idx[0])) if self.expanded > forward_after else global_relaxation(v)
             move = allowed[:, v, :] & cover[:, None] & (hs <= n - k) & ~used[None, :]
             nxt = np.flatnonzero(move.any(axis=0))
             if nxt.size == 0:
