@@ -791,12 +791,24 @@ class Emulator:
             ),
             None,
         )
-        if injected is None and kind == "stalled link":  # a frozen receiver also stalls its sender
-            injected = next(
-                (r for r in self.injected if not r["matched"] and r["epoch"] == dep.epoch), None
-            )
         if injected is not None:
             injected["matched"] = True
+        # Faults injected into this pipeline but not caught yet (two nodes failing at
+        # once) go down with it; their nodes and links are lost too, not redeployed on.
+        also = []
+        for r in self.injected:
+            if r["matched"] or r["epoch"] != dep.epoch or r["stage"] is None:
+                continue
+            r["matched"] = True
+            v = self.problem.cluster.index(r["node"])
+            if r["kind"] == "stall" and r["stage"] + 1 < len(dep.plan.stages):
+                nxt = dep.plan.stages[r["stage"] + 1].node
+                self.dead_links.add((v, nxt))
+                r["lost"] = f"link {names[v]} -> {names[nxt]}"
+            else:
+                self.alive.discard(v)
+                r["lost"] = f"node {names[v]}"
+            also.append(r)
         self._teardown(dep, now)
         resend = sorted(r for r in self.inflight if r not in self.done)
         self.pending = collections.deque(sorted(set(self.pending) | set(resend)))
@@ -828,6 +840,32 @@ class Emulator:
             "replan": rp.to_dict(names),
         }
         self.fault_records.append(rec)
+        for r in also:
+            self.fault_records.append(
+                {
+                    **{
+                        k: rec[k]
+                        for k in (
+                            "detected_at_s",
+                            "resumed_at_s",
+                            "outage_s",
+                            "requests_resent",
+                            "predicted_throughput_before",
+                            "predicted_throughput_after",
+                            "replan",
+                        )
+                    },
+                    "kind": r["kind"],
+                    "node": r["node"],
+                    "detected_as": f"lost with the pipeline torn down for {lost}",
+                    "stage": r["stage"],
+                    "lost": r["lost"],
+                    "detail": "",
+                    "injected_at_s": r["at_s"],
+                    "detection_s": rec["detected_at_s"] - r["at_s"],
+                }
+            )
+        rec["also_lost"] = [r["lost"] for r in also]
         if rp.plan is None:
             self.error = (
                 f"after losing {lost}: {rp.reason}; "
@@ -839,7 +877,9 @@ class Emulator:
         except (EmulatorError, InvalidPlan) as exc:
             self.error = f"re-deployment after losing {lost} failed: {exc}"
             return False
-        rec["_resume_epoch"] = new.epoch
+        for r in self.fault_records:
+            if r.get("detected_at_s") == rec["detected_at_s"]:
+                r["_resume_epoch"] = new.epoch
         return True
 
     # -- teardown -------------------------------------------------------------------
@@ -1056,11 +1096,13 @@ class Emulator:
                         "injected_at_s": r["at_s"],
                         "detected_as": None if not r.get("note") else "no stage",
                         "note": r.get("note", "not detected before the run ended"),
+                        "detected_at_s": None,
                         "detection_s": None,
                         "outage_s": None,
                         "replan": {"source": "-", "runtime_s": None},
                     }
                 )
+        faults.sort(key=lambda f: (f["injected_at_s"] is None, f["injected_at_s"] or 0.0))
         return EmulationReport(
             predicted_throughput=_throughput(first.predicted_bottleneck_s),
             predicted_bottleneck_s=first.predicted_bottleneck_s,

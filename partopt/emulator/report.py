@@ -142,9 +142,14 @@ def format_report(r: EmulationReport) -> str:
             f"{_f(d['predicted_throughput'])} /s, measured {_f(d['measured_throughput'])} /s"
         )
     for f in r.faults:
+        if f.get("detected_at_s") is None:
+            out.append(
+                f"fault: {f['kind']} on {f['node']} at {_f(f['injected_at_s'])} s: {f.get('note', '')}"
+            )
+            continue
         out.append(
             f"fault: {f['kind']} on {f['node']} at {_f(f['injected_at_s'])} s, detected as "
-            f"{f['detected_as']} after {_f(f['detection_s'])} s, service back after outage of "
+            f"{f['detected_as']} after {_f(f['detection_s'])} s, service back after an outage of "
             f"{_f(f['outage_s'])} s; re-plan by {f['replan']['source']} in "
             f"{_f(f['replan']['runtime_s'])} wall s"
         )
