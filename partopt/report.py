@@ -771,7 +771,10 @@ def _main_labels(rows: Sequence[dict]) -> list[str]:
 def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list[Path]:
     """Mean bottleneck vs N per model (rows) and capacity (columns), every method and the optimum.
 
-    Each point averages the instances where every plotted method returned a plan.
+    Each point averages the instances where every method drawn in that panel
+    returned a plan; a method that returned plans for fewer than half of a
+    panel's instances (``seifer-original`` where its memory defect strikes)
+    is left out of that panel rather than shrinking the others' sample.
     """
     plt = _pyplot()
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
@@ -793,17 +796,22 @@ def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list
             for r in sub:
                 per[r["instance_key"]][r["label"]] = r
             ns = sorted({r["nodes"] for r in sub})
+            drawn = [lab for lab in labs
+                     if 2 * sum(lab in v and _has_plan(v[lab]) for v in per.values()) >= len(per)]
             series: dict[str, list] = defaultdict(list)
             for n in ns:
                 inst = [v for v in per.values() if next(iter(v.values()))["nodes"] == n
-                        and all(lab in v and _has_plan(v[lab]) for lab in labs)]
-                for lab in labs:
+                        and all(lab in v and _has_plan(v[lab]) for lab in drawn)]
+                for lab in drawn:
                     series[lab].append(np.mean([v[lab]["bottleneck_s"] for v in inst]) if inst else np.nan)
                 opt = [next(iter(v.values()))["optimum"] for v in inst]
                 series["optimum"].append(np.mean(opt) if inst and None not in opt else np.nan)
-            for k, lab in enumerate(labs):
-                ax.plot(ns, series[lab], marker="o", ms=3, lw=1.2, color=colors(k % 10), label=lab)
-            ax.plot(ns, series["optimum"], color="black", ls="--", lw=1.2, label="optimum")
+            for lab in drawn:
+                ax.plot(ns, series[lab], marker="o", ms=3, lw=1.2, color=colors(labs.index(lab) % 10))
+            ax.plot(ns, series["optimum"], color="black", ls="--", lw=1.2)
+            if sub and not any(r["nontrivial"] for r in sub):
+                ax.text(0.5, 0.08, "fits one node: optimum 0", transform=ax.transAxes,
+                        ha="center", fontsize=7, color="0.3")
             if i == 0:
                 ax.set_title(f"{cap:g} MB", fontsize=9)
             if j == 0:
@@ -818,7 +826,11 @@ def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list
                 ax.yaxis.set_minor_formatter(NullFormatter())
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3, which="both")
-    handles, labels_ = axes[0][0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ms=3, lw=1.2, color=colors(k % 10)) for k in range(len(labs))]
+    handles.append(Line2D([], [], color="black", ls="--", lw=1.2))
+    labels_ = [*labs, "optimum"]
     fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 6), fontsize=8,
                bbox_to_anchor=(0.5, -0.02 - 0.012 * (len(labels_) // 6)), frameon=False)
     fig.suptitle(f"Mean bottleneck vs N ({reg} models)", fontsize=10)
