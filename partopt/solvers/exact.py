@@ -74,6 +74,7 @@ from partopt.highs import DEFAULT_THREADS
 from partopt.plan import Plan, Stage
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
+from partopt.solvers.milp import HIGHS_OPTIONS as MILP_HIGHS_OPTIONS
 from partopt.solvers.milp import build as build_milp
 from partopt.solvers.milp import extract_plan, plan_value_s, transfer_times
 
@@ -590,7 +591,8 @@ def _milp_decide(problem, search: ExactSearch, theta, lower, seed, threads, h=No
     reach = None if h is None else (h <= search.num_nodes)
     model = build_milp(problem, max_time_s=None if math.isinf(theta) else theta,
                        lower_bound_s=lower, reachable=reach)
-    out = solve_model(model, time_limit_s=remaining, seed=seed, threads=threads)
+    out = solve_model(model, time_limit_s=remaining, seed=seed, threads=threads,
+                      options=MILP_HIGHS_OPTIONS)
     info = out.as_info()
     if out.status == "infeasible":
         return "infeasible", None, None, info
