@@ -50,7 +50,8 @@ FIELDS = [
     "experiment", "model", "memory", "capacity_mb", "nodes", "seed", "method", "status",
     "stages", "predicted_bottleneck_s", "predicted_throughput", "measured_throughput", "ratio",
     "latency_p50_s", "latency_p99_s", "requests", "results", "time_scale",
-    "bottleneck_utilisation", "max_stage_compute_wall_ms", "cpu_share", "wall_s", "warnings",
+    "bottleneck_utilisation", "max_stage_compute_wall_ms", "cpu_share", "link_bound", "wall_s",
+    "warnings",
 ]  # fmt: skip
 
 
@@ -109,6 +110,12 @@ def _run_one(model, graph, chain, cluster, memory, method, args, row):
         bottleneck_utilisation=util,
         max_stage_compute_wall_ms=1e3 * max(compute, default=0.0),
         cpu_share=sum(compute) / (args.target_wall_s * (os.cpu_count() or 1)),
+        # links set the pace only while the CPU has room: no stage computes for more
+        # than half the bottleneck link's time, and all stages fit the cores twice over
+        link_bound=int(
+            max(compute, default=0.0) < 0.5 * args.target_wall_s
+            and sum(compute) < 0.5 * args.target_wall_s * (os.cpu_count() or 1)
+        ),
         wall_s=wall,
         warnings=len(rep.warnings),
     )
@@ -206,6 +213,7 @@ def plot(rows: list[dict], path: Path, tolerance: float) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     st = [r for r in rows if r["experiment"] == "stages" and r.get("ratio")]
+    cpu_bound = np.array([not r.get("link_bound") for r in st], dtype=bool)
     if st:
         xs = np.array([r["stages"] for r in st], dtype=float)
         ys = np.array([r["ratio"] for r in st], dtype=float)
@@ -214,6 +222,16 @@ def plot(rows: list[dict], path: Path, tolerance: float) -> None:
         ax1.axhline(1.0, color="0.5", lw=0.8)
         ax1.scatter(xs[~big] - 0.08, ys[~big], marker="o", label="N = k nodes")
         ax1.scatter(xs[big] + 0.08, ys[big], marker="s", label="N = 20 nodes")
+        if cpu_bound.any():
+            off = np.where(big, 0.08, -0.08)
+            ax1.scatter(
+                xs[cpu_bound] + off[cpu_bound],
+                ys[cpu_bound],
+                s=160,
+                facecolors="none",
+                edgecolors="red",
+                label="CPU-bound run",
+            )
         ax1.set_xlabel("pipeline stages in the plan")
         ax1.set_ylabel("measured / predicted throughput")
         ax1.set_ylim(min(0.7, ys.min() - 0.05), max(1.3, ys.max() + 0.05))
@@ -255,6 +273,17 @@ def summary(rows: list[dict], tolerance: float) -> str:
     ok = [r for r in rows if r.get("ratio")]
     st = [r for r in ok if r["experiment"] == "stages"]
     lines = []
+    heavy = [r for r in ok if not r.get("link_bound")]
+    if heavy:
+        lines.append(
+            f"{len(heavy)} runs had a stage computing for more than half the bottleneck link's "
+            "time (or all stages for more than half the cores), where this machine's CPU could "
+            "have set the pace: "
+            + "; ".join(
+                f"{int(r['stages'])} stages on {int(r['nodes'])} nodes, ratio {r['ratio']:.3f}"
+                for r in heavy
+            )
+        )
     if st:
         ratios = np.array([r["ratio"] for r in st])
         within = np.abs(ratios - 1) <= tolerance
