@@ -153,7 +153,13 @@ def cmd_export(args) -> int:
         return 0
     report = check_export(model, export, seed=args.check_seed)
     print(f"check: {report}")
-    return 0 if report.ok else 1
+    if not report.ok:
+        print(
+            f"partopt: error: the stages do not compute what the model computes ({report})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def cmd_emulate(args) -> int:

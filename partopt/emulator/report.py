@@ -136,6 +136,14 @@ def format_report(r: EmulationReport) -> str:
                 f"{link['bytes_per_request']} B/request, {_f(link['predicted_s'])} s/request, "
                 f"utilisation {_f(link['utilisation'], '{:.0%}')}"
             )
+    if r.stages:
+        out.append("stages of the first plan (compute: wall ms per request on this machine):")
+        for st in r.stages:
+            c = st.get("compute_wall_s")
+            out.append(
+                f"  {st['stage']}: {st['node']:>8} blocks {st['first_block']}..{st['last_block']}, "
+                f"{st['onnx_nodes']} ONNX nodes, compute {_f(None if c is None else 1e3 * c)} ms"
+            )
     for d in r.deployments[1:]:
         out.append(
             f"after fault: plan {' -> '.join(s['node'] for s in d['plan'])}: predicted "
