@@ -132,7 +132,7 @@ def test_token_bucket_paces_a_socket_to_its_rate():
     send_frame(a, KIND_DATA, 0, 1, [bytes(300_000 - HEADER.size)], bucket, chunk=4096)
     t.join(timeout=10)
     elapsed = time.monotonic() - start
-    assert 0.13 <= elapsed <= 0.3  # 300 kB at 2 MB/s = 0.15 s
+    assert 0.13 <= elapsed <= 1.0  # 300 kB at 2 MB/s = 0.15 s; never faster than the rate
     a.close(), b.close()
 
 
@@ -242,7 +242,7 @@ def test_other_faults_are_detected_and_survived(model_and_chain, kind, detected)
         requests=40,
         time_scale=SCALE,
         heartbeat_s=0.02,
-        detect_timeout_s=0.6,
+        detect_timeout_s=1.0,
         faults=(parse_fault(f"{kind}:n1@{10 * bottleneck}"),),
     )
     emu = Emulator(model, problem, thirds(chain), opts, layer_graph=graph)
