@@ -243,17 +243,17 @@ def k_path_matching(
 
 def _partitions(problem: Problem, options: dict) -> list[list[int]]:
     """The distinct partitions to place, one per capacity level (largest first)."""
-    if not (options["memo_ignores_stage_limit"] or options["leaky_memo"]
-            or options["skip_block_memory"]):
-        return partitions_by_level(problem, options["partition"])
-    if options["partition"] != "min-sum":
-        raise ValueError("the original's partition defects only apply to partition='min-sum'")
     memo = options["leaky_memo"]
     if memo is True:
         per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
         memo = per_chain.setdefault((problem.memory, problem.transfer), {})
-    elif memo is False:
-        memo = None
+    elif not isinstance(memo, dict):
+        memo = None  # False (or None): a fresh memo per partition
+    if not (options["memo_ignores_stage_limit"] or memo is not None
+            or options["skip_block_memory"]):
+        return partitions_by_level(problem, options["partition"])
+    if options["partition"] != "min-sum":
+        raise ValueError("the original's partition defects only apply to partition='min-sum'")
     out: list[list[int]] = []
     for cap in capacity_levels(problem):
         if options["memo_ignores_stage_limit"] or memo is not None:

@@ -1,0 +1,183 @@
+"""``local-search``: improve a plan by moving cuts and exchanging nodes.
+
+:func:`improve` takes a valid plan (cuts and nodes) and applies, while one
+exists, the best move that lowers the objective ``(bottleneck, sum of all
+stage times)`` lexicographically (the second key lets the search cross
+plateaus of the bottleneck without cycling). The moves:
+
+* *replace*: put stage ``j`` on an unused node;
+* *swap*: exchange the nodes of two stages;
+* *shift*: move the cut between stages ``j`` and ``j + 1`` anywhere between
+  its neighbouring cuts;
+* *merge*: drop a cut, running both stages on one of their two nodes;
+* *split*: cut stage ``j`` in two, the second part on an unused node.
+
+Every move keeps memory, links and distinct nodes valid. The method
+``local-search`` starts from the ``greedy`` plan.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from partopt.plan import MEMORY_TOLERANCE
+from partopt.problem import Problem
+from partopt.solvers import SolverOutput, register
+from partopt.solvers._plans import bottleneck_s, stage_bounds, to_plan
+
+__all__ = ["improve", "solve_local_search"]
+
+MAX_ROUNDS = 1000
+
+
+class _Moves:
+    """The objective and the best move of each kind for one problem."""
+
+    def __init__(self, problem: Problem):
+        self.p = problem
+        self.t = problem.transfer_bytes
+        self.ltpb = problem.link_time_per_byte
+        self.caps = problem.cluster.memory_bytes * (1 + MEMORY_TOLERANCE)
+        self.compute = problem.uses_compute
+        self.inv_speed = (1.0 / problem.cluster.flops_per_s) if self.compute else None
+        self.n = problem.num_nodes
+        self.b = problem.num_blocks
+
+    def costs(self, cuts, nodes) -> np.ndarray:
+        """Every stage time of the plan: transfers, then compute times (seconds; inf: no link)."""
+        nodes = np.asarray(nodes)
+        ltpb = self.ltpb[nodes[:-1], nodes[1:]]
+        if np.isinf(ltpb).any():
+            return np.array([math.inf])
+        out = self.t[np.asarray(cuts, dtype=int)] * ltpb
+        if self.compute:
+            flops = [self.p.stage_flops(f, la) for f, la in stage_bounds(cuts, self.b)]
+            out = np.concatenate([out, np.asarray(flops) * self.inv_speed[nodes]])
+        return out
+
+    def key(self, cuts, nodes) -> tuple[float, float]:
+        c = self.costs(cuts, nodes)
+        return (float(c.max()), float(c.sum())) if len(c) else (0.0, 0.0)
+
+    def fits(self, first: int, last: int) -> np.ndarray:
+        """Nodes whose memory holds blocks ``first..last``."""
+        return self.p.stage_memory(first, last) <= self.caps
+
+    def comp(self, first: int, last: int) -> np.ndarray:
+        """Compute time of blocks ``first..last`` on every node (zeros without speeds)."""
+        if not self.compute:
+            return np.zeros(self.n)
+        return self.p.stage_flops(first, last) * self.inv_speed
+
+    def candidates(self, cuts, nodes):
+        """Yield complete candidate plans ``(cuts, nodes)``, a few per move kind."""
+        k = len(nodes)
+        bounds = stage_bounds(cuts, self.b)
+        used = np.zeros(self.n, dtype=bool)
+        used[list(nodes)] = True
+        # replace: the best unused node for each stage, scored on its own two links
+        for j in range(k):
+            first, last = bounds[j]
+            ok = ~used & self.fits(first, last)
+            if not ok.any():
+                continue
+            score = self.comp(first, last)
+            if j > 0:
+                score = np.maximum(score, self.t[cuts[j - 1]] * self.ltpb[nodes[j - 1]])
+            if j + 1 < k:
+                score = np.maximum(score, self.t[cuts[j]] * self.ltpb[:, nodes[j + 1]])
+            score = np.where(ok, score, math.inf)
+            for w in np.argsort(score, kind="stable")[:2]:
+                if math.isfinite(score[w]):
+                    yield cuts, [*nodes[:j], int(w), *nodes[j + 1:]]
+        # swap two stages' nodes
+        for i in range(k):
+            for j in range(i + 1, k):
+                if self.fits(*bounds[i])[nodes[j]] and self.fits(*bounds[j])[nodes[i]]:
+                    swapped = list(nodes)
+                    swapped[i], swapped[j] = nodes[j], nodes[i]
+                    yield cuts, swapped
+        # shift a cut between its neighbours
+        for j in range(k - 1):
+            lo = bounds[j][0]
+            hi = bounds[j + 1][1]
+            for c in range(lo, hi):
+                if c == cuts[j]:
+                    continue
+                if self.fits(lo, c)[nodes[j]] and self.fits(c + 1, hi)[nodes[j + 1]]:
+                    yield [*cuts[:j], c, *cuts[j + 1:]], nodes
+        # merge two neighbouring stages onto one of their nodes
+        for j in range(k - 1):
+            first, last = bounds[j][0], bounds[j + 1][1]
+            fit = self.fits(first, last)
+            for v in (nodes[j], nodes[j + 1]):
+                if fit[v]:
+                    yield [*cuts[:j], *cuts[j + 1:]], [*nodes[:j], v, *nodes[j + 2:]]
+        # split a stage, the second part on the unused node with the best links
+        if (~used).any():
+            for j in range(k):
+                first, last = bounds[j]
+                for c in range(first, last):
+                    if not self.fits(first, c)[nodes[j]]:
+                        continue
+                    ok = ~used & self.fits(c + 1, last)
+                    if not ok.any():
+                        continue
+                    score = np.maximum(self.t[c] * self.ltpb[nodes[j]], self.comp(c + 1, last))
+                    if j + 1 < k:
+                        score = np.maximum(score, self.t[cuts[j]] * self.ltpb[:, nodes[j + 1]])
+                    score = np.where(ok, score, math.inf)
+                    w = int(np.argmin(score))
+                    if math.isfinite(score[w]):
+                        yield sorted([*cuts, c]), [*nodes[: j + 1], w, *nodes[j + 1:]]
+
+
+def improve(
+    problem: Problem, cuts, nodes, *, deadline: float = math.inf, max_rounds: int = MAX_ROUNDS
+) -> tuple[list[int], list[int], int]:
+    """Best-improvement local search from a valid plan; returns ``(cuts, nodes, rounds)``.
+
+    Examples
+    --------
+    >>> from partopt import Chain, Cluster
+    >>> bw = [[0, 1, 9], [1, 0, 9], [9, 9, 0]]
+    >>> p = Problem(Chain.from_arrays([1, 1], [9e6]),
+    ...             Cluster(("a", "b", "c"), [1, 1, 1], bw))
+    >>> cuts, nodes, _ = improve(p, [0], [0, 1])
+    >>> bottleneck_s(p, [0], [0, 1]), bottleneck_s(p, cuts, nodes)
+    (72.0, 8.0)
+    """
+    moves = _Moves(problem)
+    cuts, nodes = list(cuts), [int(v) for v in nodes]
+    best = moves.key(cuts, nodes)
+    rounds = 0
+    while rounds < max_rounds and time.perf_counter() < deadline:
+        rounds += 1
+        chosen = None
+        for c2, n2 in moves.candidates(cuts, nodes):
+            key = moves.key(c2, n2)
+            if key < best and (chosen is None or key < chosen[0]):
+                chosen = (key, list(c2), [int(v) for v in n2])
+        if chosen is None:
+            break
+        best, cuts, nodes = chosen
+    return cuts, nodes, rounds
+
+
+@register("local-search",
+          description="greedy plan, then moves of cuts and nodes while the bottleneck drops")
+def solve_local_search(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> SolverOutput:
+    """Local search (:func:`improve`) from the ``greedy`` plan; deterministic."""
+    from partopt.solvers.greedy import solve_greedy
+
+    deadline = math.inf if time_limit_s is None else time.perf_counter() + time_limit_s
+    start = solve_greedy(problem)
+    if start.plan is None:
+        return SolverOutput("no_solution", info={"reason": "the greedy start found no plan"})
+    cuts, nodes, rounds = improve(problem, start.plan.cuts, start.plan.nodes, deadline=deadline)
+    return SolverOutput("feasible", to_plan(problem, cuts, nodes),
+                        objective_s=bottleneck_s(problem, cuts, nodes),
+                        info={"rounds": rounds, "start_s": start.objective_s})
