@@ -43,6 +43,14 @@ def test_exact_equals_brute_through_the_milp_fallback(problem):
     check_against_brute(problem, dfs_budget=1)
 
 
+@settings(deadline=None, max_examples=40)
+@given(problems())
+def test_exact_equals_brute_through_the_lp(problem):
+    # Probes that never settle: every threshold goes through the LP relaxation
+    # (Farkas-checked refutations, dual bounds, integral points) and the full search.
+    check_against_brute(problem, probe_time_s=0.0)
+
+
 @settings(deadline=None, max_examples=60)
 @given(problems())
 def test_without_milp_an_undecided_threshold_keeps_a_true_bound(problem):

@@ -87,3 +87,39 @@ def test_seed_and_threads_are_accepted():
     b = solve_model(knapsack(20), seed=2, threads=1)
     assert a.status == b.status == "optimal"
     assert a.objective == pytest.approx(b.objective)
+
+
+def test_solve_lp_bound_is_valid_and_tight():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from partopt.highs import solve_lp
+
+    # min x0 + 2 x1  s.t.  x0 + x1 = 1.5,  0 <= x <= 1  ->  2.0 at (1, 0.5)
+    a = sp.csc_matrix(np.array([[1.0, 1.0]]))
+    out = solve_lp([1.0, 2.0], a, [1.5], [1.5], np.zeros(2), np.ones(2))
+    assert out.status == "optimal"
+    assert out.bound <= 2.0 and out.bound == pytest.approx(2.0)
+    assert out.info["x"] == pytest.approx([1.0, 0.5])
+
+
+def test_solve_lp_infeasible_only_with_a_checked_certificate():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from partopt.highs import _farkas_gap, solve_lp
+
+    # x0 + x1 = 1, x0 - x1 >= 0.9, x1 >= 0.2 on [0, 1]^2: x0 >= 1.1, impossible
+    a = sp.csc_matrix(np.array([[1.0, 1.0], [1.0, -1.0], [0.0, 1.0]]))
+    lo, hi = np.array([1.0, 0.9, 0.2]), np.array([1.0, np.inf, np.inf])
+    out = solve_lp(np.zeros(2), a, lo, hi, np.zeros(2), np.ones(2))
+    assert out.status == "infeasible" and out.info["farkas_gap"] > 0
+    # a multiplier that proves nothing is rejected
+    assert _farkas_gap(a, lo, hi, np.zeros(2), np.ones(2), np.zeros(3)) <= 0
+
+
+def test_solve_lp_garbage_is_an_error():
+    from partopt.highs import solve_lp
+
+    out = solve_lp([1.0], object(), [0.0], [1.0], [0.0], [1.0])
+    assert out.status == "error" and out.message

@@ -80,8 +80,16 @@ from partopt.solvers.milp import extract_plan, plan_value_s, transfer_times
 
 __all__ = ["ExactSearch", "solve_exact"]
 
-DFS_BUDGET = 20_000
+DFS_BUDGET = 100_000
 """Search states one exact decision may expand before the MILP takes over."""
+
+LP_MAX_COLUMNS = 600_000
+"""Largest stage-flow LP (stage + transfer variables) the exact decisions solve."""
+
+PROBE_TIME_S = 0.25
+"""Seconds a *probe* (a threshold tried while bracketing the optimum) may search;
+an unsettled probe is stepped over. The answer never depends on it, only the
+route: a slower machine settles fewer thresholds by probing."""
 
 
 FORWARD_CHECK_AFTER = 200
@@ -111,6 +119,7 @@ class ExactSearch:
         self.problem = problem
         self.deadline = deadline
         self.dfs_budget = dfs_budget
+        self.probe_time_s = PROBE_TIME_S
         self.num_blocks = b = problem.num_blocks
         self.num_nodes = n = problem.num_nodes
         self.tau = transfer_times(problem)  # (B-1, N, N), inf without a link
@@ -121,8 +130,13 @@ class ExactSearch:
         self.flops_prefix = problem._flops_prefix
         self.speed = problem.cluster.flops_per_s
         self.expanded = 0
+        # Proven dead ends, kept across decisions: node w -> [(used mask, start set, theta)],
+        # "no completion from a stage on w starting in the start set avoids the used nodes
+        # within theta". It also holds for fewer starts, more used nodes, smaller thresholds.
+        self._dead_ends: dict[int, list[tuple[int, int, float]]] = {}
         self.stats = {"decisions": 0, "relaxation_refuted": 0, "search_feasible": 0,
-                      "search_refuted": 0, "milp_calls": 0, "states": 0}
+                      "search_refuted": 0, "milp_calls": 0, "states": 0, "dead_end_hits": 0,
+                      "lp_checks": 0, "lp_refuted": 0, "lp_integral": 0}
 
     # -- threshold data ---------------------------------------------------
 
@@ -245,14 +259,123 @@ class ExactSearch:
                 t2[i, rest] = v2
         return t1, w1, t2
 
+    def lp_check(self, theta, ends, allowed, t1):
+        """The LP relaxation of the stage-flow model restricted to ``theta``: ``(verdict, plan, bound)``.
+
+        The LP keeps what the walk relaxations drop: every node runs at most
+        one stage *in total*, so a fractional flow may not lean on a node
+        twice anywhere along the chain. It minimises the bottleneck
+        :math:`\\beta \\le \\theta` (rows as in :mod:`partopt.solvers.milp`);
+        only stage starts the walk relaxation can finish within ``N`` stages
+        (``t1 <= N``) get variables.
+
+        ``verdict`` is ``"infeasible"`` (no plan ``<= theta``: a Farkas
+        certificate checked by :func:`partopt.highs.solve_lp`), ``"bound"``
+        (``bound`` is a lower bound on every plan ``<= theta``, recomputed
+        from the LP's duals by weak duality; ``plan`` is the LP's point when
+        it is integral, then optimal among the plans ``<= theta`` if its value
+        meets the bound) or ``None`` (LP too large or undecided).
+        """
+        import scipy.sparse as sp
+
+        from partopt.highs import solve_lp
+
+        b, n = self.num_blocks, self.num_nodes
+        ok_start = (t1 <= n).T  # (N, B)
+        v_idx, i_idx = np.nonzero(ok_start & (ends >= np.arange(b)[None, :]))
+        length = ends[v_idx, i_idx] - i_idx + 1
+        first = np.repeat(i_idx, length)
+        node = np.repeat(v_idx, length)
+        last = first + (np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length))
+        cut, src, dst = np.nonzero(allowed & (t1[1:] <= n)[:, None, :])
+        ns, nl = first.size, cut.size
+        if ns + nl > LP_MAX_COLUMNS or ns == 0:
+            return None, None, None
+        self.stats["lp_checks"] += 1
+        m = max(b - 1, 0)
+        row_end = lambda c, u: 1 + c * n + u  # noqa: E731 - stage ends at c on u = sends cut c
+        row_start = lambda c, w: 1 + m * n + c * n + w  # noqa: E731 - cut c arrives = stage starts
+        row_node = 1 + 2 * m * n
+        row_cut = row_node + n
+        row_comp = row_cut + m
+        k = np.arange(ns)
+        kl = ns + np.arange(nl)
+        kb = ns + nl  # beta
+        at0, ends_early, starts_late = first == 0, last < b - 1, first > 0
+        rows = [np.zeros(at0.sum(), int), row_end(last[ends_early], node[ends_early]),
+                row_start(first[starts_late] - 1, node[starts_late]), row_node + node,
+                row_end(cut, src), row_start(cut, dst), row_cut + cut, row_cut + np.arange(m)]
+        cols = [k[at0], k[ends_early], k[starts_late], k, kl, kl, kl, np.full(m, kb)]
+        vals = [np.ones(at0.sum()), np.ones(ends_early.sum()), -np.ones(starts_late.sum()),
+                np.ones(ns), -np.ones(nl), np.ones(nl), self.tau[cut, src, dst], -np.ones(m)]
+        nrows = row_comp
+        if self.problem.uses_compute:
+            p = self.flops_prefix
+            ct = (p[last + 1] - p[first]) / self.speed[node]
+            rows += [row_comp + node, row_comp + np.arange(n)]
+            cols += [k, np.full(n, kb)]
+            vals += [ct, -np.ones(n)]
+            nrows = row_comp + n
+        a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(nrows, ns + nl + 1))
+        lo = np.zeros(nrows)
+        hi = np.zeros(nrows)
+        lo[0] = hi[0] = 1.0
+        lo[row_node:] = -np.inf
+        hi[row_node:row_cut] = 1.0
+        cost = np.zeros(ns + nl + 1)
+        cost[kb] = 1.0
+        col_hi = np.ones(ns + nl + 1)
+        col_hi[kb] = theta
+        remaining = None if math.isinf(self.deadline) else self.deadline - time.perf_counter()
+        out = solve_lp(cost, a, lo, hi, np.zeros(ns + nl + 1), col_hi, time_limit_s=remaining)
+        if out.status == "infeasible":
+            self.stats["lp_refuted"] += 1
+            return "infeasible", None, None
+        x = out.info.get("x")
+        if out.status != "optimal" or x is None or out.bound is None:
+            return None, None, None
+        plan = None
+        if not np.any((x[:kb] > 1e-6) & (x[:kb] < 1 - 1e-6)):
+            stages = sorted((int(first[q]), int(last[q]), int(node[q]))
+                            for q in np.flatnonzero(x[:ns] > 0.5))
+            plan = self._checked_plan(stages, ends, allowed)
+            if plan is not None:
+                self.stats["lp_integral"] += 1
+        return "bound", plan, out.bound
+
+    def _checked_plan(self, stages, ends, allowed) -> Plan | None:
+        """``stages`` as a plan if they chain block 0 to the end on distinct nodes within the threshold."""
+        b = self.num_blocks
+        if not stages or stages[0][0] != 0 or stages[-1][1] != b - 1:
+            return None
+        if len({v for _, _, v in stages}) != len(stages):
+            return None
+        for k, (i, j, v) in enumerate(stages):
+            if j < i or j > ends[v, i]:
+                return None
+            if k + 1 < len(stages):
+                i2, _, w = stages[k + 1]
+                if i2 != j + 1 or not allowed[j, v, w]:
+                    return None
+        return Plan(tuple(Stage(i, j, v) for i, j, v in stages))
+
     # -- exact decision ---------------------------------------------------
 
-    def decide(self, theta: float):
-        """``("feasible", plan) | ("infeasible", None) | ("unknown", None)`` for threshold ``theta``.
+    def decide(self, theta: float, time_s: float = math.inf, states: int | None = None,
+               use_lp: bool = False):
+        """``(status, plan, relaxation)`` for threshold ``theta``.
 
-        The plan found has bottleneck ``<= theta``; "infeasible" is a proof.
+        ``status`` is ``feasible`` (``plan`` has bottleneck ``<= theta``),
+        ``infeasible`` (a proof) or ``unknown`` (the path search used up
+        ``time_s`` seconds or ``states`` states, default ``dfs_budget``).
+        With ``use_lp``, a search that does not settle within a probe's time
+        is followed by the LP relaxation (:meth:`lp_check`) before it
+        continues.
         """
         self.stats["decisions"] += 1
+        self._theta = theta
+        self.lp_bound = None  # a lower bound on every plan <= theta, when the LP ran
         ends = self.ends(theta)
         allowed = self.allowed(theta)
         relax = self.no_return_relaxation(ends, allowed)
@@ -260,8 +383,23 @@ class ExactSearch:
         if h[0].min() > self.num_nodes:
             self.stats["relaxation_refuted"] += 1
             return "infeasible", None, h
+        states = self.dfs_budget if states is None else states
         try:
-            plan = self._path_search(ends, allowed, relax)
+            if use_lp:
+                # a short search first: most thresholds settle at once
+                try:
+                    plan = self._path_search(ends, allowed, relax, min(time_s, self.probe_time_s),
+                                             states)
+                except _Unknown:
+                    verdict, plan, bound = self.lp_check(theta, ends, allowed, h)
+                    if verdict == "infeasible":
+                        return "infeasible", None, h
+                    if bound is not None:
+                        self.lp_bound = bound
+                    if plan is None:
+                        plan = self._path_search(ends, allowed, relax, time_s, states)
+            else:
+                plan = self._path_search(ends, allowed, relax, time_s, states)
         except _Unknown:
             return "unknown", None, h
         if plan is None:
@@ -275,14 +413,16 @@ class ExactSearch:
         t1, _, _ = self.no_return_relaxation(self.ends(theta), self.allowed(theta))
         return bool(t1[0].min() <= self.num_nodes)
 
-    def _path_search(self, ends, allowed, relax) -> Plan | None:
+    def _path_search(self, ends, allowed, relax, time_s, states) -> Plan | None:
         """Depth-first search over simple node paths; ``None`` proves there is no plan."""
         b, n = self.num_blocks, self.num_nodes
         used = np.zeros(n, dtype=bool)
-        failed: set = set()
+        dead = self._dead_ends
+        theta = self._theta
         path: list[tuple[int, np.ndarray]] = []
-        budget = self.expanded + self.dfs_budget
-        forward_after = self.expanded + min(FORWARD_CHECK_AFTER, self.dfs_budget)
+        budget = self.expanded + states
+        stop_at = min(self.deadline, time.perf_counter() + time_s)
+        forward_after = self.expanded + min(FORWARD_CHECK_AFTER, states)
         t1, w1, t2 = relax
         h = t1
 
@@ -305,7 +445,7 @@ class ExactSearch:
             self.stats["states"] += 1
             if self.expanded > budget:
                 raise _Unknown
-            if (self.expanded & 63) == 0 and time.perf_counter() > self.deadline:
+            if time.perf_counter() > stop_at:
                 raise _Unknown
             idx = np.flatnonzero(starts)
             last = ends[v, idx]
@@ -329,15 +469,22 @@ class ExactSearch:
                 w = int(w)
                 s_w = np.zeros(b, dtype=bool)
                 s_w[1:] = move[:, w]
-                key = (w, used_mask | (1 << w), s_w.tobytes())
-                if key in failed:
+                mask_w = used_mask | (1 << w)
+                bits = int.from_bytes(np.packbits(s_w).tobytes(), "big")
+                known = dead.get(w, ())
+                if any(t >= theta and (u & ~mask_w) == 0 and (bits & ~sb) == 0
+                       for u, sb, t in known):
+                    self.stats["dead_end_hits"] += 1
                     continue
                 used[w] = True
-                ok = expand(w, s_w, key[1], k + 1)
+                ok = expand(w, s_w, mask_w, k + 1)
                 used[w] = False
                 if ok:
                     return True
-                failed.add(key)
+                # drop the dead ends this one covers, then record it
+                dead[w] = [(u, sb, t) for u, sb, t in known
+                           if not (t <= theta and (mask_w & ~u) == 0 and (sb & ~bits) == 0)]
+                dead[w].append((mask_w, bits, theta))
             path.pop()
             return False
 
@@ -423,20 +570,23 @@ def solve_exact(
     time_limit_s: float | None = None,
     seed: int = 0,
     dfs_budget: int = DFS_BUDGET,
+    probe_time_s: float = PROBE_TIME_S,
     use_milp: bool = True,
     threads: int = DEFAULT_THREADS,
     **_,
 ) -> SolverOutput:
     """Proven optimum by threshold search (see the module docstring).
 
-    Options: ``dfs_budget`` (states per decision before the MILP takes
-    over), ``use_milp`` (``False``: give up undecided thresholds instead,
+    Options: ``dfs_budget`` (states a decision may expand before the MILP
+    takes over), ``probe_time_s`` (seconds per probe while bracketing),
+    ``use_milp`` (``False``: give up undecided thresholds instead,
     returning ``feasible`` with the bound proven so far), ``threads`` (HiGHS).
     """
     t0 = time.perf_counter()
     deadline = math.inf if time_limit_s is None else t0 + float(time_limit_s)
     search = ExactSearch(problem, deadline, dfs_budget)
-    driver = _Driver(problem, search, deadline, seed, threads, use_milp)
+    search.probe_time_s = probe_time_s
+    driver = _Driver(problem, search, deadline, seed, threads, use_milp, probe_time_s)
     try:
         return driver.run()
     except _Finished as done:
@@ -458,7 +608,12 @@ class _Driver:
     GROWTH = 0.02
     """First relative step above the lower bound in the exponential search."""
 
-    def __init__(self, problem, search: ExactSearch, deadline, seed, threads, use_milp) -> None:
+    SLOW_PROOF_S = 0.05
+    """A probe refuted more slowly than this switches the search to descending."""
+
+    def __init__(self, problem, search: ExactSearch, deadline, seed, threads, use_milp,
+                 probe_time_s) -> None:
+        self.probe_time_s = probe_time_s
         self.problem = problem
         self.search = search
         self.deadline = deadline
@@ -469,6 +624,7 @@ class _Driver:
         self.upper = math.inf
         self.best: Plan | None = None
         self.info: dict = {}
+        self.last_decision_s = 0.0
 
     # -- outcomes ---------------------------------------------------------
 
@@ -496,15 +652,29 @@ class _Driver:
         if value < self.upper:
             self.upper, self.best = value, plan
 
-    def decide(self, theta: float) -> bool:
-        """Decide "a plan with bottleneck <= theta exists" and update the bounds; True if it does."""
-        status, plan, h = self.search.decide(theta)
+    def decide(self, theta: float, probe: bool = False) -> bool | None:
+        """Decide "a plan with bottleneck <= theta exists" and update the bounds.
+
+        ``True``: yes (the incumbent improved); ``False``: proven no (the
+        bound rose); ``None``: a probe that the path search could not settle
+        in ``probe_time_s``. A full decision that the path search cannot
+        settle goes to the MILP.
+        """
+        start = time.perf_counter()
+        if probe:
+            status, plan, h = self.search.decide(theta, self.probe_time_s)
+        else:
+            status, plan, h = self.search.decide(theta, math.inf, use_lp=True)
+            if self.search.lp_bound is not None:
+                # every plan <= theta is >= the LP bound, every other plan is > theta
+                self.lower = max(self.lower, min(self.search.lp_bound, theta))
+        self.last_decision_s = time.perf_counter() - start
         if status == "unknown":
+            if probe:
+                return None
             if not self.use_milp:
                 self._give_up("a threshold stayed undecided (path search budget, no MILP)")
-            status, plan, bound, milp_info = _milp_decide(
-                self.problem, self.search, theta, self.lower, self.seed, self.threads, h)
-            self.info.update(milp_info)
+            status, plan, bound = self._milp(theta, h)
             if status == "optimal":  # optimal among plans <= theta: optimal overall
                 self._improve(plan)
                 self.lower = self.upper
@@ -524,6 +694,12 @@ class _Driver:
         self._strict_above = theta
         return False
 
+    def _milp(self, theta, h):
+        status, plan, bound, milp_info = _milp_decide(
+            self.problem, self.search, theta, self.lower, self.seed, self.threads, h)
+        self.info.update(milp_info)
+        return status, plan, bound
+
     # -- the search ---------------------------------------------------------
 
     def run(self) -> SolverOutput:
@@ -536,28 +712,33 @@ class _Driver:
         self.info["bound_s"] = lb
         self._strict_above = -math.inf  # the largest threshold proven infeasible
 
-        # Exponential search upwards from the bound: each infeasible threshold
-        # raises the proven bound, the first feasible one gives an incumbent.
+        # Exponential search upwards from the bound (often the optimum itself):
+        # each infeasible threshold raises the proven bound, the first feasible
+        # one gives an incumbent; probes the path search cannot settle quickly
+        # are stepped over.
         top = search.max_candidate()
-        if not self.decide(search.next_candidate(self.lower)):
-            step = self.GROWTH
-            base = max(self.lower, search.min_positive_candidate())
-            theta = base if base > self._strict_above else base * (1 + step)
-            if theta > base:
-                step *= 2
-            while True:
-                if self._timed_out():
-                    self._give_up("time limit")
-                if theta >= top:
-                    if not self.decide(math.inf):
-                        return self._out("infeasible",
-                                         reason="no sequence of distinct linked nodes fits the chain")
-                    break
-                if self.decide(theta):
-                    break
-                theta = base * (1 + step)
-                step *= 2
-        # Bisection over the candidate values between the proven bound and the incumbent.
+        theta = search.next_candidate(self.lower)
+        step = self.GROWTH
+        base = max(self.lower, search.min_positive_candidate())
+        while True:
+            if self._timed_out():
+                self._give_up("time limit")
+            if theta >= top:
+                if not self.decide(math.inf):
+                    return self._out("infeasible",
+                                     reason="no sequence of distinct linked nodes fits the chain")
+                break
+            if self.decide(theta, probe=True):
+                break
+            theta = max(base * (1 + step), search.next_candidate(theta * (1 + 1e-12)))
+            step *= 2
+        # Between the proven bound and the incumbent: bisection over the
+        # candidate values while probes settle quickly; once one does not,
+        # descend from the incumbent instead (each decision asks for a plan
+        # strictly better than the incumbent), so that the expensive proofs
+        # near the optimum are made once, at decreasing thresholds that reuse
+        # every dead end found before.
+        descending = False
         while True:
             cands = search.candidates(self.lower, self.upper)
             # opt is a candidate, > every refuted threshold and <= upper
@@ -566,11 +747,16 @@ class _Driver:
             if below.size == 0:
                 self.lower = self.upper
                 return self._out("optimal")
-            if self._timed_out():
-                self.lower = max(self.lower, float(below[0]))
-                self._give_up("time limit")
             self.lower = max(self.lower, float(below[0]))
-            self.decide(float(below[(below.size - 1) // 2]))
+            if self._timed_out():
+                self._give_up("time limit")
+            if descending:
+                self.decide(float(below[-1]))  # settled, by the MILP if need be
+                continue
+            settled = self.decide(float(below[(below.size - 1) // 2]), probe=True)
+            if settled is None or (settled is False and self.last_decision_s > self.SLOW_PROOF_S):
+                descending = True
+                self.info["descended"] = True
 
 
 def _milp_decide(problem, search: ExactSearch, theta, lower, seed, threads, h=None):
