@@ -12,44 +12,57 @@ optimum is the smallest candidate whose decision problem is feasible.
 
 Algorithm
 ---------
-1. **Bounds.** :func:`partopt.bounds.lower_bound_s` gives :math:`L`.
-2. **Incumbent.** The path search below at :math:`\theta = \infty` returns
-   some plan (or proves there is none); its bottleneck is :math:`U`.
-3. **Candidates.** The sorted distinct candidate values in :math:`[L, U]`.
-4. **Walk relaxation.** Ignoring node distinctness, the decision problem is
-   a reachability question in the acyclic graph of states "a stage starts
-   at block :math:`i` on node :math:`v`" with transitions through a
-   memory-(and compute-)feasible stage and an allowed transfer. A backward
-   dynamic program computes :math:`H_\theta(i, v)`, the fewest stages that
-   finish the chain from that state (walks may revisit nodes), in
-   :math:`O(B \cdot W \cdot N + B N^2)` for windows of :math:`W` blocks.
-   :math:`\min_v H_\theta(0, v) > N` *proves* infeasibility. A binary search
-   over the candidates with this test alone yields the smallest candidate
-   not refuted by the relaxation, a lower bound.
-5. **Exact decision.** From there upwards (galloping, then bisection
-   against :math:`U`), each threshold is decided exactly by a depth-first
-   search over *simple node paths*. Partitions are not enumerated: a search
-   state is (last node, used nodes, the set :math:`S` of blocks at which
-   the last node's stage may start), so all partitions that fit one node
-   sequence are explored at once, and a next node :math:`w` is kept only
-   with the starts :math:`s` where :math:`H_\theta(s, w)` does not exceed
-   the number of unused nodes. Failed states are memoised. A completed path
-   is a plan (feasible); an exhausted search is a proof (infeasible).
-6. **MILP fallback.** If the search exceeds its budget, the stage-flow MILP
-   (:mod:`partopt.solvers.milp`) is solved on the instance reduced to the
-   threshold, with the proven lower bound on :math:`\beta`: it minimises
-   over all plans :math:`\le \theta`, so its optimum (if any) is the
-   global optimum, and its infeasibility proves the threshold infeasible.
-7. **Stop.** When the smallest unrefuted candidate reaches :math:`U` the
-   incumbent is optimal. At the time limit the incumbent is returned as
-   ``feasible`` with the smallest unrefuted candidate as its proven bound.
+1. **Bounds.** :func:`partopt.bounds.lower_bound_s` gives a proven
+   :math:`L` (often the optimum itself).
+2. **Relaxation.** Ignoring node distinctness, a decision problem is
+   reachability in the acyclic graph of states "a stage starts at block
+   :math:`i` on node :math:`v`", whose transitions are a memory- (and
+   compute-) feasible stage followed by an allowed transfer. A backward
+   dynamic program (:meth:`ExactSearch.no_return_relaxation`) computes the
+   fewest stages that finish the chain from every state over walks that
+   never go straight back (``u -> v -> u``; two values per state suffice),
+   in :math:`O(B N^2 + B W N)` for windows of :math:`W` blocks. More than
+   :math:`N` stages from block 0 *proves* infeasibility.
+3. **Path search.** A threshold the relaxation admits is decided by a
+   depth-first search over *simple node paths*. Partitions are not
+   enumerated: a state is (last node, used nodes, the set :math:`S` of blocks
+   at which the last node's stage may start), so every partition that fits
+   one node sequence is explored at once; a next node is kept only with the
+   starts from which the relaxation finishes within the unused nodes. After
+   a few hundred states the relaxation is re-solved on the unused nodes at
+   every state (forward checking). Dead ends are memoised *with dominance
+   and across thresholds*: a state that failed also fails with fewer starts,
+   more used nodes, or a smaller threshold. A completed path is a plan; an
+   exhausted search is a proof.
+4. **LP relaxation.** When the search does not settle a threshold quickly,
+   the LP relaxation of the stage-flow model (:meth:`ExactSearch.lp_check`)
+   is solved: it forbids leaning on a node twice anywhere along the chain,
+   which the walks cannot see. Its infeasibility (Farkas certificate checked
+   here) refutes the threshold; its dual gives, by weak duality recomputed
+   here, a lower bound on every plan below the threshold; an integral point
+   is a plan.
+5. **Search over thresholds.** From the bound upwards, exponentially growing
+   thresholds are *probed* (a short search each; an unsettled probe is
+   stepped over) until one is feasible: the incumbent :math:`U`. Then the
+   candidate values in :math:`(L, U)` are bisected with probes while they
+   settle quickly; once one does not, the search *descends*: each decision
+   asks for a plan strictly better than the incumbent (search, LP, full
+   search), so that the expensive proof near the optimum is made once, at
+   thresholds that only decrease and reuse every dead end found before.
+6. **MILP fallback.** A decision whose search exceeds ``dfs_budget`` states
+   goes to the stage-flow MILP (:mod:`partopt.solvers.milp`) on the instance
+   reduced to the threshold, with the proven bound on :math:`\beta`: its
+   optimum is the global optimum, its infeasibility refutes the threshold.
+7. **Stop.** When no candidate lies between the proven bound and :math:`U`
+   the incumbent is optimal. At the time limit the incumbent is returned as
+   ``feasible`` with the proven bound (``no_solution`` without incumbent).
 
 Every plan is checked and scored by :func:`partopt.plan.evaluate` in
 :func:`partopt.solve.solve`; thresholds are compared with the exact
 floating-point expressions that :class:`~partopt.problem.Problem` uses, so
 "bottleneck :math:`\le \theta`" means the same thing here and there.
-"infeasible" is only reported on a proof (relaxation, exhausted search or
-HiGHS's certificate).
+"infeasible" is only reported on a proof (relaxation, exhausted search, a
+checked Farkas certificate or HiGHS's MILP proof).
 
 References
 ----------
@@ -170,36 +183,6 @@ class ExactSearch:
         if math.isinf(theta):
             return np.isfinite(self.tau)  # tau is inf where there is no link
         return self.tau <= theta
-
-    def min_stages_to_finish(self, ends: np.ndarray, allowed: np.ndarray,
-                             first_row: int = 0) -> np.ndarray:
-        """Walk relaxation ``H[i, v]`` (shape ``(B, len(ends))``, capped at ``N + 1``).
-
-        The fewest stages that run blocks ``i..B-1`` starting on node ``v``
-        when nodes may repeat; ``N + 1`` means "impossible with N nodes".
-        ``ends`` and ``allowed`` may be restricted to a subset of the nodes;
-        rows below ``first_row`` are left at ``N + 1``.
-        """
-        b, n = self.num_blocks, ends.shape[0]
-        inf = self.num_nodes + 1
-        h = np.full((b, n), inf, dtype=np.int64)
-        gmin = np.full((max(b - 1, 0), n), inf, dtype=np.int64)
-        last = ends.T  # (B, n): last[i, v]
-        for i in range(b - 1, first_row - 1, -1):
-            if i < b - 1:
-                nxt = np.where(allowed[i], h[i + 1][None, :], inf)  # (N, N): from v to w
-                gmin[i] = nxt.min(axis=1)
-            lst = last[i]
-            fin = lst >= b - 1
-            h[i, fin] = 1
-            rest = np.flatnonzero(~fin & (lst >= i))
-            if rest.size:
-                top = int(lst[rest].max())
-                seg = gmin[i : top + 1, rest]  # (window, len(rest))
-                rows = np.arange(i, top + 1)[:, None]
-                seg = np.where(rows <= lst[rest][None, :], seg, inf)
-                h[i, rest] = np.minimum(seg.min(axis=0) + 1, inf)
-        return h
 
     def no_return_relaxation(self, ends: np.ndarray, allowed: np.ndarray, first_row: int = 0):
         """Walks that never go straight back (no ``u -> v -> u``): ``(t1, w1, t2)``, each ``(B, n)``.
