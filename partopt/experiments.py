@@ -673,6 +673,16 @@ def _execute_safely(run: Run) -> tuple[dict | None, str | None]:
 # -- the results file -------------------------------------------------------------------------
 
 
+def _json_loads():
+    """``(loads, error types)``: orjson's when installed (reports read 10^5 records), else json's."""
+    try:
+        import orjson
+
+        return orjson.loads, (orjson.JSONDecodeError,)
+    except ImportError:
+        return json.loads, (json.JSONDecodeError,)
+
+
 def snapshot_path(path: str | Path) -> Path:
     """The committed, gzip-compressed copy of a results file: ``NAME.jsonl.gz``."""
     path = Path(path)
@@ -698,14 +708,15 @@ def read_records(path: str | Path, *, repair: bool = False) -> list[dict]:
     if repair and complete < len(data):
         with open(path, "r+b") as fh:
             fh.truncate(complete)
+    loads, errors = _json_loads()
     records = []
     for lineno, line in enumerate(data[:complete].splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
+            rec = loads(line)
+        except errors as exc:
+            raise ValueError(f"{path}:{lineno}: not a JSON record ({exc})") from None
         if not isinstance(rec, dict) or "run_key" not in rec:
             raise ValueError(f"{path}:{lineno}: record has no run_key")
         records.append(rec)

@@ -179,14 +179,13 @@ def load_published(directory: str | Path | None) -> dict[str, list[dict]]:
 def label(rec: dict) -> str:
     """``method`` plus its options, e.g. ``seifer C=20`` (see :func:`_label`)."""
     opts = rec.get("options") or {}
-    key = (rec["method"], rec.get("C"), json.dumps(opts, sort_keys=True))
-    return _label(key[0], key[1], key[2])
+    frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in opts.items()))
+    return _label(rec["method"], rec.get("C"), frozen)
 
 
 @functools.lru_cache(maxsize=1024)
-def _label(method: str, classes, options_json: str) -> str:
-    rec = {"method": method, "C": classes, "options": json.loads(options_json)}
-    return _label_uncached(rec)
+def _label(method: str, classes, options: tuple) -> str:
+    return _label_uncached({"method": method, "C": classes, "options": dict(options)})
 
 
 def _label_uncached(rec: dict) -> str:
@@ -748,12 +747,13 @@ def _pyplot():
     return plt
 
 
-def _save(fig, outdir: Path, name: str) -> list[Path]:
+def _save(fig, outdir: Path, name: str, tight: bool = True) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
         p = outdir / f"{name}.{ext}"
-        fig.savefig(p, dpi=130 if ext == "png" else None, bbox_inches="tight", metadata=meta)
+        fig.savefig(p, dpi=130 if ext == "png" else None, bbox_inches="tight" if tight else None,
+                    metadata=meta)
         paths.append(p)
     _pyplot().close(fig)
     return paths
@@ -792,10 +792,13 @@ def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list
     fig, axes = plt.subplots(len(models), len(caps), figsize=(2.6 * len(caps) + 1, 2.1 * len(models) + 0.6),
                              squeeze=False, sharex=True)
     colors = plt.get_cmap("tab10")
+    panels: dict[tuple, list[dict]] = defaultdict(list)
+    for r in regrows:
+        panels[(r["model"], r["capacity_mb"])].append(r)
     for i, model in enumerate(models):
         for j, cap in enumerate(caps):
             ax = axes[i][j]
-            sub = [r for r in regrows if r["model"] == model and r["capacity_mb"] == cap]
+            sub = panels[(model, cap)]
             per: dict[str, dict[str, dict]] = defaultdict(dict)
             for r in sub:
                 per[r["instance_key"]][r["label"]] = r
@@ -835,11 +838,15 @@ def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list
     handles = [Line2D([], [], marker="o", ms=3, lw=1.2, color=colors(k % 10)) for k in range(len(labs))]
     handles.append(Line2D([], [], color="black", ls="--", lw=1.2))
     labels_ = [*labs, "optimum"]
-    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 6), fontsize=8,
-               bbox_to_anchor=(0.5, -0.02 - 0.012 * (len(labels_) // 6)), frameon=False)
-    fig.suptitle(f"Mean bottleneck vs N ({reg} models)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.98))
-    return _save(fig, outdir, f"bottleneck_vs_n_{_slug(reg)}")
+    height = fig.get_figheight()
+    legend_rows = -(-len(labels_) // 5)
+    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 5), fontsize=8,
+               frameon=False)
+    fig.suptitle(f"Mean bottleneck vs N ({reg} models)", fontsize=10, y=1 - 0.2 / height)
+    # fixed margins: tight_layout on a grid of log axes takes most of a report's time
+    fig.subplots_adjust(left=0.09, right=0.98, top=1 - 0.75 / height,
+                        bottom=(0.45 + 0.2 * legend_rows) / height, hspace=0.12, wspace=0.28)
+    return _save(fig, outdir, f"bottleneck_vs_n_{_slug(reg)}", tight=False)
 
 
 def figure_gap_distribution(rows: Sequence[dict], reg: str, outdir: Path) -> list[Path]:
