@@ -50,14 +50,17 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
@@ -539,6 +542,43 @@ def _json_info(info: dict) -> dict:
     return out
 
 
+HARD_LIMIT_S = 600.0
+"""A run that has not returned after this long (or 5 x its time limit, if more) is
+stopped and recorded as an ``error``: a safety net for a solver that ignores its limit,
+so that one run cannot stall a sweep. Not part of the run key."""
+
+
+def _hard_limit_s(time_limit_s: float | None) -> float:
+    return max(HARD_LIMIT_S, 5 * time_limit_s) if time_limit_s else HARD_LIMIT_S
+
+
+class HardTimeLimit(Exception):
+    """Raised inside a run that overran :data:`HARD_LIMIT_S`."""
+
+
+@contextlib.contextmanager
+def _hard_limit(seconds: float):
+    """Raise :class:`HardTimeLimit` in this thread after ``seconds`` (main thread, POSIX only).
+
+    ``solve`` turns the exception into a result with status ``error``.
+    Elsewhere (Windows, Dask worker threads) there is no net.
+    """
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise HardTimeLimit(f"stopped by the sweep after {seconds:g} s (the solver overran its limit)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _reset_process_state() -> None:
     """Forget what solvers keep across calls in a process.
 
@@ -597,8 +637,9 @@ def execute(run: Run) -> dict:
     if "memo_history" in options:
         options["leaky_memo"] = _leaky_memo(inst, options.pop("memo_history"), run.models_dir)
     try:
-        result = solve(problem, run.method, time_limit_s=run.time_limit_s, seed=run.solver_seed,
-                       **options)
+        with _hard_limit(_hard_limit_s(run.time_limit_s)):
+            result = solve(problem, run.method, time_limit_s=run.time_limit_s,
+                           seed=run.solver_seed, **options)
         status, error = result.status, result.info.get("error")
     except solvers.SolverRefused as exc:
         result, status, error = None, "error", f"refused: {exc}"

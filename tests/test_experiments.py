@@ -306,3 +306,23 @@ def test_seifer_original_replays_the_leaky_memo_deterministically():
     forward = [strip_timings(execute(r)) for r in runs]
     backward = [strip_timings(execute(r)) for r in reversed(runs)][::-1]
     assert forward == backward  # a record does not depend on the runs before it
+
+
+def test_a_run_that_overruns_is_stopped_and_recorded_as_an_error(monkeypatch):
+    import partopt.experiments as ex
+    from partopt import solvers
+
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no interval timers on this platform")
+
+    def stuck(problem, **_):
+        while True:  # a solver that ignores its time limit
+            time.sleep(0.01)
+
+    monkeypatch.setitem(solvers._REGISTRY, "stuck",
+                        solvers.SolverInfo("stuck", stuck, False, "never returns"))
+    monkeypatch.setattr(ex, "HARD_LIMIT_S", 0.2)
+    run = expand({"grid": [{"models": ["synthetic:1:8"], "capacity_mb": [64], "nodes": [4],
+                            "seeds": [0], "methods": ["stuck"]}]})[0]
+    rec = execute(run)
+    assert rec["status"] == "error" and "stopped by the sweep after 0.2 s" in rec["error"]
