@@ -83,8 +83,8 @@ def test_garbage_is_an_error_outcome():
 
 
 def test_seed_and_threads_are_accepted():
-    a = solve_model(knapsack(20), seed=1, threads=1)
-    b = solve_model(knapsack(20), seed=2, threads=1)
+    a = solve_model(knapsack(8), seed=1, threads=1)
+    b = solve_model(knapsack(8), seed=2, threads=1)
     assert a.status == b.status == "optimal"
     assert a.objective == pytest.approx(b.objective)
 
