@@ -34,7 +34,7 @@ from collections import deque
 
 import numpy as np
 
-from partopt.feasibility import farthest_ends, min_stages
+from partopt.feasibility import farthest_ends, greedy_stage_count, min_stages
 from partopt.problem import Problem
 
 __all__ = [
@@ -129,22 +129,6 @@ def _compute_ends(problem: Problem, mem_end: np.ndarray, speed: float, limit_s: 
     return np.minimum(mem_end, lo)
 
 
-def _greedy_stages(ends: np.ndarray, allowed: np.ndarray) -> float:
-    """Fewest stages with stage windows ``ends`` and cuts restricted to ``allowed`` (``inf``: none)."""
-    b = len(ends)
-    i, count = 0, 0
-    while True:
-        j = int(ends[i])
-        if j >= b - 1:
-            return count + 1
-        while j >= i and not allowed[j]:
-            j -= 1
-        if j < i:
-            return math.inf
-        count += 1
-        i = j + 1
-
-
 def _min_marked_cuts(ends: np.ndarray, allowed: np.ndarray, marked: np.ndarray) -> float:
     """Fewest ``marked`` cuts over partitions with windows ``ends`` that cut only where ``allowed``.
 
@@ -187,7 +171,7 @@ def _relaxation_feasible(problem, theta, pairs, depth, mem_end, smax) -> bool:
         ok = (t[None, :] * 8.0) / (pairs[:depth + 1, None] * 1e6) <= theta
     kappa = ok.sum(axis=0)  # pairs good enough for each cut, capped at depth + 1
     allowed = kappa >= 1
-    if _greedy_stages(ends, allowed) > problem.num_nodes:
+    if greedy_stage_count(ends, allowed) > problem.num_nodes:
         return False
     for r in range(1, min(depth, len(pairs)) + 1):
         marked = kappa <= r
@@ -300,7 +284,7 @@ def compute_bound_s(problem: Problem) -> float:
         ends = _compute_ends(problem, mem_end, smax, theta)
         if (ends < np.arange(b)).any():
             return False
-        return _greedy_stages(ends, every_cut) <= problem.num_nodes
+        return greedy_stage_count(ends, every_cut) <= problem.num_nodes
 
     if len(cands) == 0 or not feasible(float(cands[-1])):
         return float("inf")

@@ -20,7 +20,7 @@ import numpy as np
 
 from partopt.problem import Problem
 
-__all__ = ["farthest_ends", "min_stages", "min_uniform_capacity", "infeasibility_reason"]
+__all__ = ["farthest_ends", "greedy_stage_count", "min_stages", "min_uniform_capacity", "infeasibility_reason"]
 
 
 def farthest_ends(problem: Problem, capacity_bytes: float) -> np.ndarray:
@@ -45,19 +45,18 @@ def farthest_ends(problem: Problem, capacity_bytes: float) -> np.ndarray:
         hi = np.where(open_ & ~fits, mid, hi)
 
 
-def min_stages(problem: Problem, capacity_bytes: float, allowed_cuts=None) -> float:
-    """Fewest stages whose memory fits ``capacity_bytes``; ``inf`` if impossible.
+def greedy_stage_count(ends: np.ndarray, allowed: np.ndarray) -> float:
+    """Fewest stages given stage windows ``ends`` (from :func:`farthest_ends`).
 
-    ``allowed_cuts`` (boolean mask over the ``B - 1`` cuts) restricts where stages may end.
+    Cuts may only be taken where ``allowed`` (boolean mask over the ``B - 1``
+    cuts) is true; ``inf`` if no partition exists. Each stage ends at the
+    farthest allowed cut inside its window, which is optimal because windows
+    only shrink as a stage starts later.
     """
-    b = problem.num_blocks
-    end = farthest_ends(problem, capacity_bytes)
-    allowed = (
-        np.ones(max(b - 1, 0), dtype=bool) if allowed_cuts is None else np.asarray(allowed_cuts)
-    )
+    b = len(ends)
     i, count = 0, 0
     while i < b:
-        j = int(end[i])
+        j = int(ends[i])
         if j >= b - 1:
             return count + 1
         while j >= i and not allowed[j]:
@@ -67,6 +66,18 @@ def min_stages(problem: Problem, capacity_bytes: float, allowed_cuts=None) -> fl
         count += 1
         i = j + 1
     return count
+
+
+def min_stages(problem: Problem, capacity_bytes: float, allowed_cuts=None) -> float:
+    """Fewest stages whose memory fits ``capacity_bytes``; ``inf`` if impossible.
+
+    ``allowed_cuts`` (boolean mask over the ``B - 1`` cuts) restricts where stages may end.
+    """
+    b = problem.num_blocks
+    allowed = (
+        np.ones(max(b - 1, 0), dtype=bool) if allowed_cuts is None else np.asarray(allowed_cuts)
+    )
+    return greedy_stage_count(farthest_ends(problem, capacity_bytes), allowed)
 
 
 def min_uniform_capacity(problem: Problem, num_stages: int | None = None) -> float:
