@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 __all__ = ["PathSearch", "default_trials", "find_path"]
 
@@ -124,9 +126,6 @@ def _walk_vertices(adj: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 def _components(adj: np.ndarray) -> list[np.ndarray]:
     """Vertex index arrays of the weakly connected components of ``adj``."""
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if adj.shape[0] == 0:
         return []
     _, label = connected_components(csr_matrix(adj), directed=True, connection="weak")

@@ -1,37 +1,41 @@
-"""``bottleneck-search``: binary search on the bottleneck with a layered feasibility DP.
+"""``bottleneck-search``: search on the bottleneck value, with a relaxation and a node-path search.
 
-For a candidate bottleneck ``beta`` (seconds per inference), a plan meets
-it when every stage's outgoing transfer and (with the ``max`` objective)
-compute time is at most ``beta``. Whether such a plan exists is decided in
-two steps:
+For a threshold ``beta`` (seconds per inference), a plan *meets* it when
+every stage's outgoing transfer and (``max`` objective) compute time is at
+most ``beta``. A *probe* answers "does a plan meet ``beta``?" in two steps:
 
 1. *Relaxation (exact, polynomial).* Drop only the rule that stages need
-   distinct nodes. Then plans are paths in a layered graph whose states
-   ``(s, j, v)`` say "``s`` stages cover blocks ``0..j``, the last one on node
-   ``v``": a stage of blocks ``a..j`` may run on ``v`` if it fits ``v``'s
-   memory (and compute budget), and it may follow a stage on ``u`` ending at
-   block ``a - 1`` if the transfer of cut ``a - 1`` over link ``u -> v``
-   takes at most ``beta``. Layer ``s`` follows from layer ``s - 1`` by one
-   batched boolean matrix product (which nodes can be entered after each
-   cut) and one running maximum over blocks (a stage is an interval of
-   blocks, and the farthest block a stage may reach grows with its start).
-   If no layer up to ``N`` reaches the last block, *no* plan meets ``beta``:
-   a proof, which gives the method its lower bound.
-2. *Reconstruction (heuristic).* A depth-first search walks back from the
-   last block through the reachable states, taking only unused nodes,
-   smallest transfer time first, within a budget of expansions; at the
-   first layer that reaches the end, and a few more if distinctness fails.
+   distinct nodes. Backward layers ``back[r][j, v]`` ("a stage on ``v``
+   ending at block ``j`` can be completed with at most ``r`` more stages")
+   follow one from another by one batched boolean matrix product over the
+   cuts that some link can carry within ``beta``; a stage is an interval of
+   blocks whose farthest end grows with its start, so "some end of the next
+   stage is completable" is a running minimum over blocks. If no number of
+   stages up to ``N`` completes the chain, no plan meets ``beta``: a proof.
+   The relaxation also gives the fewest stages any plan needs.
+2. *Reconstruction (search over distinct nodes).* Depth first over node
+   sequences, whose state is the node of the last stage and the *set* of
+   blocks where that stage may end (all cut choices at once, so the search
+   branches over nodes only); the relaxation's layers prune nodes from which
+   the end is out of reach, failed states (node, used nodes, ends) are
+   remembered, and nodes that get farthest along the chain go first. It runs
+   for the fewest stages, then up to ``EXTRA_STAGES`` more, each within
+   ``DFS_BUDGET`` expansions; the cuts are then read back, smallest
+   transfer first. A search that runs out of options (not of budget) for
+   every stage count is also a proof.
 
-The search over ``beta`` starts from the plan found with no limit (fewest
-stages); every plan found lowers the upper end to its real bottleneck, every
-relaxation that fails raises the proven lower end. Geometric bisection
-narrows the range to a few percent, then the exact candidate values (the
-transfer of some cut over some link: the optimum is one of them under the
-communication objective) inside it are searched exactly. When the
-candidate just below the final plan's value is proven infeasible, the plan
-is optimal and is reported so. Otherwise (a reconstruction gave up, or the
-``max`` objective, whose candidates are not enumerated), the plan is
-polished by :func:`partopt.solvers.local_search.improve`.
+The search over ``beta``: a probe without limit gives the incumbent; the
+relaxation alone (cheap) is bisected up to the smallest value it does not
+refute (a proven lower bound, since the optimum of the communication
+objective is the transfer time of some cut over some link, a finite set of
+*candidates*); full probes then bisect between that bound and the
+incumbent in log scale, on the exact candidates once few are left, probing
+the bound itself once the incumbent is near it (a tight relaxation ends the
+search at once). A plan whose value no unrefuted candidate undercuts is
+reported ``optimal`` with that bound. Otherwise (a reconstruction gave up,
+the time ran out, or the ``max`` objective, whose candidates are not
+enumerated) the plan is polished by
+:func:`partopt.solvers.local_search.improve`.
 
 References
 ----------
@@ -64,12 +68,25 @@ DFS_BUDGET = 300
 EXTRA_STAGES = 2
 """Stages the reconstruction may use beyond the fewest the relaxation needs."""
 
-FORWARD_AFTER = 30
-"""Expansions after which the reconstruction re-checks the relaxation without used nodes."""
-"""Stages the reconstruction may use beyond the fewest the relaxation needs."""
-
 COARSE_RATIO = 1.02
 """Geometric bisection stops when upper / lower end is below this; exact candidates follow."""
+
+SEARCH_TIME_S = 2.0
+"""After this many seconds the search stops probing and keeps its best plan (a safety
+net: the ``exact`` method is there for proofs)."""
+
+TIGHT_CHECK_RATIO = 1.1
+"""The probe at the relaxation's bound waits until the incumbent is within this factor."""
+
+EXACT_BISECTION = 64
+"""Bisection runs over the exact candidate values once this few are left in the range."""
+
+REL_TOL = 1e-4
+"""Bisection stops when the incumbent is within this of the largest failed threshold
+(while more than ``EXACT_BISECTION`` candidates are left)."""
+
+MAX_PROBES = 200
+"""A safety cap on probes (and on relaxation tests) per search."""
 
 MAX_CANDIDATES = 4096
 """Exact candidates are only enumerated when there are this few; else bisection continues."""
@@ -116,9 +133,8 @@ class BottleneckProber:
     """
 
     def __init__(self, problem: Problem, dfs_budget: int = DFS_BUDGET,
-                 extra_stages: int = EXTRA_STAGES, forward_after: int = FORWARD_AFTER):
+                 extra_stages: int = EXTRA_STAGES):
         self.problem = problem
-        self.forward_after = forward_after
         self.dfs_budget = dfs_budget
         self.extra_stages = extra_stages
         b, n = problem.num_blocks, problem.num_nodes
@@ -134,6 +150,25 @@ class BottleneckProber:
         if problem.uses_compute:
             self.flops_prefix = np.concatenate([[0.0], np.cumsum(problem.chain.flops)])
             self.speed = np.asarray(problem.cluster.flops_per_s, dtype=float)
+
+    def value(self, cuts, nodes) -> float:
+        """Bottleneck of a plan in the probes' own arithmetic (``bytes * seconds_per_byte``).
+
+        It can differ from :func:`partopt.plan.evaluate` in the last bit; the
+        search compares plans and candidates with this one only, so that a plan
+        found at a candidate value never looks worse than that candidate.
+        """
+        nodes = np.asarray(nodes, dtype=int)
+        worst = 0.0
+        if len(cuts):
+            worst = float(np.max(self.t[np.asarray(cuts, dtype=int)]
+                                 * self.ltpb[nodes[:-1], nodes[1:]]))
+        if self.problem.uses_compute:
+            edges = [-1, *cuts, self.b - 1]
+            for i, v in enumerate(nodes):
+                flops = self.flops_prefix[edges[i + 1] + 1] - self.flops_prefix[edges[i] + 1]
+                worst = max(worst, float(flops / self.speed[v]))
+        return worst
 
     # -- the relaxation -----------------------------------------------------
 
@@ -160,11 +195,9 @@ class BottleneckProber:
         return (latest >= 0) & (
             np.take_along_axis(far, np.maximum(latest, 0), 0) >= self.blocks[:, None])
 
-    def _finishing(self, ctx: _Context, more: np.ndarray, free: np.ndarray | None = None
-                   ) -> np.ndarray:
+    def _finishing(self, ctx: _Context, more: np.ndarray) -> np.ndarray:
         """One backward step: ``out[j, v]`` iff a stage on ``v`` ending at ``j`` can be followed
-        by a stage on some ``w`` (``free`` if given) after which ``more`` holds (or
-        ``more[j, v]`` itself)."""
+        by a stage on some ``w`` after which ``more`` holds (or ``more[j, v]`` itself)."""
         out = more.copy()
         if len(ctx.usable) == 0:
             return out
@@ -172,8 +205,6 @@ class BottleneckProber:
         soonest = np.minimum.accumulate(
             np.where(more, self.blocks[:, None], self.b)[::-1], axis=0)[::-1]
         ok = soonest[ctx.next_first] <= ctx.next_last  # (U, N): a stage on w after cut e
-        if free is not None:
-            ok &= free[None, :]
         out[ctx.usable] |= (ctx.links_f @ ok[:, :, None].astype(np.float32))[:, :, 0] > 0
         return out
 
@@ -248,8 +279,10 @@ class BottleneckProber:
         used = np.zeros(n, dtype=bool)
         path: list[tuple[int, np.ndarray]] = []  # (node, blocks where its stage may end)
         failed: set = set()  # (node, nodes used before it, its stage ends) known to fail
+        bandwidth = self.problem.cluster.bandwidth_mbps
 
         def ordered(ends: np.ndarray, viable: np.ndarray, width: np.ndarray) -> np.ndarray:
+            """Column indices of the viable candidates, farthest progress first."""
             progress = np.where(ends, self.blocks[:, None], -1).max(axis=0)
             cand = np.flatnonzero(viable)
             return cand[np.lexsort((-width[cand], -progress[cand]))]
@@ -261,26 +294,20 @@ class BottleneckProber:
                 return True
             more = most - len(path)  # stages still allowed
             if more > 0 and budget[0] >= 0:
-                starts = np.zeros((b, n), dtype=bool)
-                starts[usable + 1] = ends[usable, None] & links[:, v, :] & ~used[None, :]
-                nxt = self._stage_ends(far, starts)
-                if self.dfs_budget - budget[0] > self.forward_after:
-                    # After a cheap first try, redo the relaxation without the nodes on
-                    # the path: prefixes that spend a node the rest needs die here.
-                    rest = np.zeros((b, n), dtype=bool)
-                    rest[b - 1] = True
-                    for _ in range(more - 1):
-                        rest = self._finishing(ctx, rest, ~used)
-                    viable = (nxt & rest).any(axis=0)
-                else:
-                    viable = (nxt & back[more - 1]).any(axis=0)
+                after = ends[usable, None] & links[:, v, :]  # (U, N): cut e, then node w
+                cols = np.flatnonzero(after.any(axis=0) & ~used)  # the candidates w
+                starts = np.zeros((b, len(cols)), dtype=bool)
+                starts[usable + 1] = after[:, cols]
+                nxt = self._stage_ends(far[:, cols], starts)
+                viable = (nxt & back[more - 1][:, cols]).any(axis=0)
                 mask = int.from_bytes(np.packbits(used).tobytes(), "little")
-                for w in ordered(nxt, viable, self.problem.cluster.bandwidth_mbps[v]):
-                    key = (int(w), mask, nxt[:, w].tobytes())
+                for i in ordered(nxt, viable, bandwidth[v, cols]):
+                    w = int(cols[i])
+                    key = (w, mask, nxt[:, i].tobytes())
                     if key in failed:
                         continue  # the same node after the same nodes, with the same stage ends
                     used[w] = True
-                    if visit(int(w), nxt[:, w]):
+                    if visit(w, nxt[:, i]):
                         return True
                     used[w] = False
                     if budget[0] < 0:
@@ -290,8 +317,7 @@ class BottleneckProber:
             return False
 
         viable = (first_stage & back[most - 1]).any(axis=0)
-        width = self.problem.cluster.bandwidth_mbps.max(axis=1)
-        for v in ordered(first_stage, viable, width):
+        for v in ordered(first_stage, viable, bandwidth.max(axis=1)):
             used[v] = True
             if visit(int(v), first_stage[:, v]):
                 return self._cuts_for(ctx, path), True
@@ -353,27 +379,27 @@ def _floor(prober: BottleneckProber) -> float:
 
 
 def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DFS_BUDGET,
-           extra_stages: int = EXTRA_STAGES, forward_after: int = FORWARD_AFTER):
-    """Search the smallest bottleneck the probes can meet.
+           extra_stages: int = EXTRA_STAGES, search_time_s: float = SEARCH_TIME_S,
+           rel_tol: float = REL_TOL):
+    """Search the smallest bottleneck the probes can meet (see the module docstring).
 
-    1. A probe without limit gives the incumbent (``hi``).
-    2. The relaxation alone (cheap) is bisected down to the smallest value
-       it does not refute: a proven lower bound ``lo``.
-    3. Full probes gallop up from ``lo`` (1, 2, 4, ... candidate values
-       above it, then bisection): when the relaxation is tight, the first
-       probe already meets the bound.
+    1. A probe without limit gives the incumbent.
+    2. The relaxation alone (cheap) is bisected up to the smallest value it
+       does not refute: a proven lower bound ``lo``.
+    3. Full probes bisect between ``lo`` and the incumbent.
 
     Returns ``(best, lower_bound_s, info)`` where ``best`` is ``(cuts, nodes,
     bottleneck_s)`` or ``None``; ``lower_bound_s`` is proven (``inf`` when the
     relaxation shows that no plan exists at all).
     """
-    prober = BottleneckProber(problem, dfs_budget, extra_stages, forward_after)
+    deadline = min(deadline, time.perf_counter() + search_time_s)
+    prober = BottleneckProber(problem, dfs_budget, extra_stages)
     log = {"probes": 0, "relaxations": 0, "reconstruction_failures": 0}
     first = prober.probe(math.inf)
     log["probes"] += 1
     if first.plan is None:
         return None, (math.inf if first.proven_infeasible else 0.0), log
-    best = (*first.plan, bottleneck_s(problem, *first.plan))
+    best = (*first.plan, prober.value(*first.plan))
     exact = not problem.uses_compute  # the optimum is then one of the transfer times
     tolerance = 1e-9 if exact else 1e-6
 
@@ -386,7 +412,8 @@ def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DF
 
     # 2. Relaxation bisection: every beta < lo is proven infeasible.
     lo, top = _floor(prober), best[2]
-    while top > max(lo, 1e-300) * (1 + tolerance) and time.perf_counter() < deadline:
+    while (top > max(lo, 1e-300) * (1 + tolerance) and log["relaxations"] < MAX_PROBES
+           and time.perf_counter() < deadline):
         cand = values(lo, top) if top <= lo * COARSE_RATIO else None
         if cand is not None:
             a, z = 0, len(cand)  # smallest candidate the relaxation accepts: cand[a] (or top)
@@ -413,7 +440,7 @@ def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DF
         p = prober.probe(beta)
         log["probes"] += 1
         if p.plan is not None:
-            value = bottleneck_s(problem, *p.plan)
+            value = prober.value(*p.plan)
             if value < best[2]:
                 best = (*p.plan, value)
             return True
@@ -423,21 +450,27 @@ def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DF
             log["reconstruction_failures"] += 1
         return False
 
-    # 3. Gallop up from lo with full probes; a failure raises lo (proven or not).
-    step = 0
-    while best[2] > lo * (1 + tolerance) and time.perf_counter() < deadline:
+    # 3. Full probes: bisection in log scale (on the candidate values once they are few),
+    # with one probe at the relaxation's bound as soon as the incumbent is near it (a
+    # tight relaxation then ends the search at once). Probes that fail cost the most, so
+    # the incumbent is first brought down by probes that tend to succeed.
+    first_try = True
+    while (best[2] > lo * (1 + tolerance) and log["probes"] < MAX_PROBES
+           and time.perf_counter() < deadline):
         cand = values(lo, best[2])
-        if cand is not None:
-            if len(cand) == 0:
-                break
-            beta = float(cand[min(2**step - 1, len(cand) - 1)])
+        if cand is not None and len(cand) == 0:
+            break
+        if first_try and best[2] <= lo * TIGHT_CHECK_RATIO:
+            beta = lo if cand is None else float(cand[0])
+            first_try = False
+        elif cand is not None and len(cand) <= EXACT_BISECTION:
+            beta = float(cand[(len(cand) - 1) // 2])
         else:
-            beta = min(lo * (1 + tolerance * 2 ** (step + 4)), math.sqrt(lo * best[2]))
-        if run(beta):
-            step = 0
-        else:
-            lo = np.nextafter(beta, math.inf) if exact else beta
-            step += 1
+            if best[2] <= lo * (1 + rel_tol):
+                break  # close enough: the rest is not worth the probes
+            beta = math.sqrt(lo * best[2])
+        if not run(beta):
+            lo = float(np.nextafter(beta, math.inf)) if exact else beta
     bound = max(at_least, refuted)
     if exact and best[2] > bound:
         # Candidates that are neither below the relaxation's bound nor refuted.
@@ -451,21 +484,29 @@ def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DF
     "binary search on the bottleneck: layered relaxation DP + distinct-node reconstruction, "
     "then local search"))
 def solve_bottleneck_search(problem: Problem, *, time_limit_s=None, seed: int = 0,
-                            dfs_budget: int = DFS_BUDGET, polish: bool = True,
-                            extra_stages: int = EXTRA_STAGES, forward_after: int = FORWARD_AFTER,
-                            **_) -> SolverOutput:
+                            dfs_budget: int = DFS_BUDGET, extra_stages: int = EXTRA_STAGES,
+                            search_time_s: float = SEARCH_TIME_S, rel_tol: float = REL_TOL,
+                            polish: bool = True, **_) -> SolverOutput:
     """Bottleneck search (module docstring); deterministic, ``seed`` is unused.
 
     Parameters
     ----------
     dfs_budget
-        Reconstruction expansions per probe.
+        Reconstruction expansions per stage count and probe.
+    extra_stages
+        Stage counts tried beyond the fewest the relaxation needs.
+    search_time_s
+        Seconds after which no new probe starts (``time_limit_s`` too).
+    rel_tol
+        Bisection stops when the incumbent is within this relative distance
+        of the largest threshold no plan was found for.
     polish
         Run :func:`~partopt.solvers.local_search.improve` on a plan not proven optimal.
     """
     deadline = math.inf if time_limit_s is None else time.perf_counter() + time_limit_s
     best, bound, info = search(problem, deadline=deadline, dfs_budget=dfs_budget,
-                               extra_stages=extra_stages, forward_after=forward_after)
+                               extra_stages=extra_stages, search_time_s=search_time_s,
+                               rel_tol=rel_tol)
     if best is None and math.isinf(bound):
         return SolverOutput("infeasible", info={
             **info, "reason": "no sequence of linked nodes with enough memory covers the chain"})
@@ -478,10 +519,13 @@ def solve_bottleneck_search(problem: Problem, *, time_limit_s=None, seed: int = 
                 **info, "reason": "the reconstruction and the greedy start found no plan"})
         best = (list(start.plan.cuts), list(start.plan.nodes), start.objective_s)
         info["start"] = "greedy"
-    cuts, nodes, value = best
-    if polish and value > bound:
+    cuts, nodes, _ = best
+    value = bottleneck_s(problem, cuts, nodes)
+    proven = value <= bound * (1 + 1e-9)  # equal up to the last bit of arithmetic
+    if polish and not proven:
         cuts, nodes, info["polish_rounds"] = improve(problem, cuts, nodes, deadline=deadline)
         value = bottleneck_s(problem, cuts, nodes)
-    status = "optimal" if value <= bound else "feasible"
+        proven = value <= bound * (1 + 1e-9)
+    status = "optimal" if proven else "feasible"
     return SolverOutput(status, to_plan(problem, cuts, nodes), objective_s=value,
                         lower_bound_s=bound, info={**info, "stages": len(nodes)})
