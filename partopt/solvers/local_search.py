@@ -10,7 +10,10 @@ plateaus of the bottleneck without cycling). The moves:
 * *shift*: move the cut between stages ``j`` and ``j + 1`` anywhere between
   its neighbouring cuts;
 * *merge*: drop a cut, running both stages on one of their two nodes;
-* *split*: cut stage ``j`` in two, the second part on an unused node.
+* *split*: cut stage ``j`` in two, the second part on an unused node;
+* *shift and split*: move a bottleneck cut to a smaller transfer beyond
+  where its neighbouring stage fits, and hand that stage's surplus to an
+  unused node.
 
 Every move keeps memory, links and distinct nodes valid. The method
 ``local-search`` starts from the ``greedy`` plan.
@@ -23,6 +26,7 @@ import time
 
 import numpy as np
 
+from partopt.feasibility import farthest_ends
 from partopt.plan import MEMORY_TOLERANCE
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
@@ -45,6 +49,9 @@ class _Moves:
         self.inv_speed = (1.0 / problem.cluster.flops_per_s) if self.compute else None
         self.n = problem.num_nodes
         self.b = problem.num_blocks
+        caps = problem.cluster.memory_bytes
+        by_cap = {float(c): farthest_ends(problem, float(c)) for c in np.unique(caps)}
+        self.far = [by_cap[float(c)] for c in caps]  # far[v][i]: last block from i on v
 
     def costs(self, cuts, nodes) -> np.ndarray:
         """Every stage time of the plan: transfers, then compute times (seconds; inf: no link)."""
@@ -109,6 +116,43 @@ class _Moves:
                     continue
                 if self.fits(lo, c)[nodes[j]] and self.fits(c + 1, hi)[nodes[j + 1]]:
                     yield [*cuts[:j], c, *cuts[j + 1:]], nodes
+        # shift a bottleneck cut to a smaller transfer where a stage then overflows, and
+        # split that stage, its surplus on the unused node with the best links
+        if (~used).any() and k > 1:
+            times = self.t[np.asarray(cuts)] * self.ltpb[np.asarray(nodes[:-1]), np.asarray(nodes[1:])]
+            for j in np.flatnonzero(times >= times.max()):
+                lo, hi = bounds[j][0], bounds[j + 1][1]
+                for c in range(lo, hi):
+                    if self.t[c] >= self.t[cuts[j]]:
+                        continue
+                    left = self.fits(lo, c)[nodes[j]]
+                    right = self.fits(c + 1, hi)[nodes[j + 1]]
+                    if left == right:
+                        continue  # both fit: a plain shift; neither: two splits, not tried
+                    if not left:  # lo..c3 stays, c3+1..c goes to the new node
+                        c3 = int(self.far[nodes[j]][lo])
+                        if c3 < lo:
+                            continue
+                        new_cuts, at, first, last = [c3, c], j + 1, c3 + 1, c
+                        before, after = nodes[j], nodes[j + 1]
+                    else:  # c+1..c3 stays, c3+1..hi goes to the new node
+                        c3 = int(self.far[nodes[j + 1]][c + 1])
+                        if c3 < c + 1 or c3 >= hi:
+                            continue
+                        new_cuts, at, first, last = [c, c3], j + 2, c3 + 1, hi
+                        before = nodes[j + 1]
+                        after = nodes[j + 2] if j + 2 < k else None
+                    ok = ~used & self.fits(first, last)
+                    if not ok.any():
+                        continue
+                    score = np.maximum(self.t[first - 1] * self.ltpb[before], self.comp(first, last))
+                    if after is not None:
+                        score = np.maximum(score, self.t[last] * self.ltpb[:, after])
+                    score = np.where(ok, score, math.inf)
+                    w = int(np.argmin(score))
+                    if math.isfinite(score[w]):
+                        yield ([*cuts[:j], *new_cuts, *cuts[j + 1:]],
+                               [*nodes[:at], w, *nodes[at:]])
         # merge two neighbouring stages onto one of their nodes
         for j in range(k - 1):
             first, last = bounds[j][0], bounds[j + 1][1]
