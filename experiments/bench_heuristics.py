@@ -298,6 +298,20 @@ def summarize(paths: list[Path], methods: list[str] | None = None) -> list[dict]
     print()
     _table([r for r in rows if r["instance"] in multi], order,
            f"instances whose optimum needs two or more stages ({len(multi)})")
+    unchecked = [r for r in rows if r.get("unchecked_bottleneck_s") not in (None, "")
+                 and r["instance"] in multi]
+    if unchecked:
+        ratios = [float(r["unchecked_bottleneck_s"]) / float(exact[r["instance"]]["bottleneck_s"])
+                  for r in unchecked]
+        print(f"\nover-memory plans (what the original would have reported), "
+              f"{len(unchecked)} on multi-stage instances: ratio to the optimum mean "
+              f"{statistics.fmean(ratios):.4f}, min {min(ratios):.4f}, max {max(ratios):.4f}; "
+              f"{100 * sum(x < 1 - 1e-9 for x in ratios) / len(ratios):.1f}% below the optimum")
+    hard = [r for r in rows if r["model"] == "inceptionresnetv2" and r["capacity_mb"] == "64"
+            and r["nodes"] == "50"]
+    if hard:
+        print()
+        _table(hard, order, f"inceptionresnetv2, 64 MB, N = 50 ({len(hard) // len(order)} runs)")
     return out
 
 

@@ -78,12 +78,9 @@ net: the ``exact`` method is there for proofs)."""
 TIGHT_CHECK_RATIO = 1.1
 """The probe at the relaxation's bound waits until the incumbent is within this factor."""
 
-EXACT_BISECTION = 64
-"""Bisection runs over the exact candidate values once this few are left in the range."""
-
 REL_TOL = 1e-4
-"""Bisection stops when the incumbent is within this of the largest failed threshold
-(while more than ``EXACT_BISECTION`` candidates are left)."""
+"""No bisection probe once the incumbent is within this of the largest failed threshold
+(and, for the ``max`` objective, the step of the probe below the incumbent)."""
 
 MAX_PROBES = 200
 """A safety cap on probes (and on relaxation tests) per search."""
@@ -362,6 +359,21 @@ def _candidates(prober: BottleneckProber, lo: float, hi: float) -> tuple[int, np
     return count, values[(values > lo) & (values < hi)]
 
 
+def _largest_below(prober: BottleneckProber, value: float) -> float:
+    """The largest transfer time ``t_e * seconds_per_byte(u, v)`` below ``value`` (or -inf)."""
+    ltpb = np.unique(prober.ltpb[np.isfinite(prober.ltpb)])
+    t = prober.t[prober.t > 0]
+    if len(ltpb) == 0 or len(t) == 0:
+        return -math.inf
+    idx = np.searchsorted(ltpb, value / t, side="left") - 1
+    for _ in range(2):  # the division may round up: step down where the product is too big
+        cand = t * ltpb[np.maximum(idx, 0)]
+        idx = np.where((idx >= 0) & (cand >= value), idx - 1, idx)
+    cand = t * ltpb[np.maximum(idx, 0)]
+    ok = (idx >= 0) & (cand < value)
+    return float(cand[ok].max()) if ok.any() else -math.inf
+
+
 def _floor(prober: BottleneckProber) -> float:
     """A bottleneck no plan can beat (no probe needed).
 
@@ -386,7 +398,8 @@ def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DF
     1. A probe without limit gives the incumbent.
     2. The relaxation alone (cheap) is bisected up to the smallest value it
        does not refute: a proven lower bound ``lo``.
-    3. Full probes bisect between ``lo`` and the incumbent.
+    3. Full probes: just below the incumbent (stop when that fails), then
+       bisection between ``lo`` and the incumbent.
 
     Returns ``(best, lower_bound_s, info)`` where ``best`` is ``(cuts, nodes,
     bottleneck_s)`` or ``None``; ``lower_bound_s`` is proven (``inf`` when the
@@ -450,27 +463,26 @@ def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DF
             log["reconstruction_failures"] += 1
         return False
 
-    # 3. Full probes: bisection in log scale (on the candidate values once they are few),
-    # with one probe at the relaxation's bound as soon as the incumbent is near it (a
-    # tight relaxation then ends the search at once). Probes that fail cost the most, so
-    # the incumbent is first brought down by probes that tend to succeed.
-    first_try = True
+    # 3. Full probes. Failed probes cost the most (the search must run out of options),
+    # so each round first asks for anything better than the incumbent (the largest
+    # candidate below it): when that fails, the incumbent stays, and when the failure is
+    # a proof it is optimal. A success is followed by one bisection probe between the
+    # bound and the new incumbent. A tight relaxation is checked once, at its bound.
+    tight_checked = False
     while (best[2] > lo * (1 + tolerance) and log["probes"] < MAX_PROBES
            and time.perf_counter() < deadline):
-        cand = values(lo, best[2])
-        if cand is not None and len(cand) == 0:
+        if not tight_checked and best[2] <= lo * TIGHT_CHECK_RATIO:
+            tight_checked = True
+            if not run(lo):
+                lo = float(np.nextafter(lo, math.inf))
+            continue
+        below = _largest_below(prober, best[2]) if exact else best[2] * (1 - rel_tol)
+        if below < lo or not run(below):
             break
-        if first_try and best[2] <= lo * TIGHT_CHECK_RATIO:
-            beta = lo if cand is None else float(cand[0])
-            first_try = False
-        elif cand is not None and len(cand) <= EXACT_BISECTION:
-            beta = float(cand[(len(cand) - 1) // 2])
-        else:
-            if best[2] <= lo * (1 + rel_tol):
-                break  # close enough: the rest is not worth the probes
+        if best[2] > lo * (1 + rel_tol) and time.perf_counter() < deadline:
             beta = math.sqrt(lo * best[2])
-        if not run(beta):
-            lo = float(np.nextafter(beta, math.inf)) if exact else beta
+            if not run(beta):
+                lo = float(np.nextafter(beta, math.inf)) if exact else beta
     bound = max(at_least, refuted)
     if exact and best[2] > bound:
         # Candidates that are neither below the relaxation's bound nor refuted.
