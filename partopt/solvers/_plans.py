@@ -13,10 +13,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from partopt.feasibility import farthest_ends
 from partopt.plan import MEMORY_TOLERANCE, Plan
 from partopt.problem import Problem
 
-__all__ = ["capacity_levels", "stage_bounds", "stage_fits", "bottleneck_s", "to_plan"]
+__all__ = [
+    "capacity_levels", "node_windows", "stage_bounds", "stage_fits", "bottleneck_s", "to_plan",
+]
 
 
 def capacity_levels(problem: Problem) -> list[float]:
@@ -26,6 +29,14 @@ def capacity_levels(problem: Problem) -> list[float]:
     on a cluster with several capacities they try each level.
     """
     return [float(c) for c in np.unique(problem.cluster.memory_bytes)[::-1]]
+
+
+def node_windows(problem: Problem) -> np.ndarray:
+    """``far[i, v]``: the last block a stage starting at block ``i`` may reach on node ``v``
+    (memory only; ``i - 1`` when block ``i`` alone does not fit), shape ``(B, N)``."""
+    caps = problem.cluster.memory_bytes
+    by_cap = {float(c): farthest_ends(problem, float(c)) for c in np.unique(caps)}
+    return np.stack([by_cap[float(c)] for c in caps], axis=1)
 
 
 def stage_bounds(cuts: Sequence[int], num_blocks: int) -> list[tuple[int, int]]:

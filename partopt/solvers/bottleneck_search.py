@@ -54,10 +54,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from partopt.feasibility import farthest_ends
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
-from partopt.solvers._plans import bottleneck_s, to_plan
+from partopt.solvers._plans import bottleneck_s, node_windows, to_plan
 from partopt.solvers.local_search import improve
 
 __all__ = ["Probe", "BottleneckProber", "solve_bottleneck_search"]
@@ -140,9 +139,9 @@ class BottleneckProber:
         self.ltpb = problem.link_time_per_byte  # inf where there is no link
         self.linked = np.isfinite(self.ltpb)
         self.min_ltpb = float(self.ltpb.min()) if n > 1 else math.inf
-        caps = problem.cluster.memory_bytes
-        by_cap = {float(c): farthest_ends(problem, float(c)) for c in np.unique(caps)}
-        self.far_mem = np.stack([by_cap[float(c)] for c in caps], axis=1)  # (B, N)
+        self.far_mem = node_windows(problem)  # (B, N)
+        self.ltpb_sorted = np.unique(self.ltpb[self.linked])  # distinct seconds per byte
+        self.t_positive = self.t[self.t > 0]
         self.blocks = np.arange(b)
         if problem.uses_compute:
             self.flops_prefix = np.concatenate([[0.0], np.cumsum(problem.chain.flops)])
@@ -347,8 +346,7 @@ def _candidates(prober: BottleneckProber, lo: float, hi: float) -> tuple[int, np
     Returns their count (with repeats) and, when it is at most
     ``MAX_CANDIDATES``, the sorted distinct values.
     """
-    ltpb = np.unique(prober.ltpb[np.isfinite(prober.ltpb)])
-    t = prober.t[prober.t > 0]
+    ltpb, t = prober.ltpb_sorted, prober.t_positive
     first = np.searchsorted(ltpb, lo / t, side="right")
     last = np.searchsorted(ltpb, hi / t, side="left")
     count = int(np.maximum(last - first, 0).sum())
@@ -361,8 +359,7 @@ def _candidates(prober: BottleneckProber, lo: float, hi: float) -> tuple[int, np
 
 def _largest_below(prober: BottleneckProber, value: float) -> float:
     """The largest transfer time ``t_e * seconds_per_byte(u, v)`` below ``value`` (or -inf)."""
-    ltpb = np.unique(prober.ltpb[np.isfinite(prober.ltpb)])
-    t = prober.t[prober.t > 0]
+    ltpb, t = prober.ltpb_sorted, prober.t_positive
     if len(ltpb) == 0 or len(t) == 0:
         return -math.inf
     idx = np.searchsorted(ltpb, value / t, side="left") - 1

@@ -26,11 +26,10 @@ import time
 
 import numpy as np
 
-from partopt.feasibility import farthest_ends
 from partopt.plan import MEMORY_TOLERANCE
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
-from partopt.solvers._plans import bottleneck_s, stage_bounds, to_plan
+from partopt.solvers._plans import bottleneck_s, node_windows, stage_bounds, to_plan
 
 __all__ = ["improve", "solve_local_search"]
 
@@ -49,9 +48,7 @@ class _Moves:
         self.inv_speed = (1.0 / problem.cluster.flops_per_s) if self.compute else None
         self.n = problem.num_nodes
         self.b = problem.num_blocks
-        caps = problem.cluster.memory_bytes
-        by_cap = {float(c): farthest_ends(problem, float(c)) for c in np.unique(caps)}
-        self.far = [by_cap[float(c)] for c in caps]  # far[v][i]: last block from i on v
+        self.far = node_windows(problem).T  # far[v][i]: the last block from i on v
 
     def costs(self, cuts, nodes) -> np.ndarray:
         """Every stage time of the plan: transfers, then compute times (seconds; inf: no link)."""
