@@ -184,15 +184,16 @@ def run_one(inst: Instance, method: str, time_limit_s: float | None) -> dict:
 
 
 def _versions() -> dict:
-    import highspy
     import pyomo
 
     import partopt
 
     commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD 2>/dev/null").read().strip()
+    from importlib.metadata import version
+
     return {"python": platform.python_version(), "partopt": partopt.__version__,
             "commit": commit, "numpy": np.__version__, "pyomo": pyomo.__version__,
-            "highspy": getattr(highspy, "__version__", "?")}
+            "highspy": version("highspy")}
 
 
 def run(instances: list[Instance], methods: list[str], out: Path, time_limits: dict,
@@ -286,15 +287,15 @@ def summarize(paths: list[Path]) -> None:
     ex = by_method.get("exact", [])
     groups: dict[tuple, list[dict]] = {}
     for r in ex:
-        groups.setdefault((r["cuts"], r["model"].split(":")[0], int(r["nodes"]),
+        groups.setdefault((r["cuts"], r["model"].split(":")[0], r["memory"], int(r["nodes"]),
                            r["capacity_mb"]), []).append(r)
     if len(groups) > 1 and any(int(r["nodes"]) > 50 for r in ex):
-        print("\nexact by (cuts, model, N, capacity MB): blocks, statuses, median/max time, max gap")
+        print("\nexact by (cuts, model, memory, N, capacity MB): blocks, statuses, median/max time, max gap")
         for key, rs in sorted(groups.items()):
             ts = [float(r["time_s"]) for r in rs]
             gaps = [_num(r["gap"]) or 0.0 for r in rs]
             blocks = sorted({int(r["blocks"]) for r in rs})
-            print(f"  {key!s:<42} blocks {blocks[0]}-{blocks[-1]:<4} "
+            print(f"  {key!s:<52} blocks {blocks[0]}-{blocks[-1]:<4} "
                   f"{dict(sorted(_count(r['status'] for r in rs).items()))!s:<32} "
                   f"median {statistics.median(ts):7.3f} s  max {max(ts):7.3f} s  "
                   f"max gap {max(gaps):.4f}")

@@ -40,7 +40,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["HighsOutcome", "solve_model", "solve_lp", "DEFAULT_THREADS"]
+__all__ = ["HighsOutcome", "LpSession", "solve_model", "solve_lp", "DEFAULT_THREADS"]
 
 DEFAULT_THREADS = 1
 """Threads given to HiGHS unless told otherwise: one, so that runs are reproducible
@@ -312,87 +312,131 @@ def _safe_lower_bound(cost, a_csc, row_lower, row_upper, col_lower, col_upper, y
     return bound - slack
 
 
-def solve_lp(cost, a_csc, row_lower, row_upper, col_lower, col_upper, *,
-             time_limit_s: float | None = None, threads: int = DEFAULT_THREADS,
-             seed: int = 0) -> HighsOutcome:
-    """Solve ``min cost^T x`` s.t. ``row_lower <= A x <= row_upper``, ``col_lower <= x <= col_upper``.
+class LpSession:
+    """An LP kept in HiGHS so that it can be re-solved, warm, after its column bounds change.
 
-    A matrix-form LP handed to highspy directly (no pyomo): the exact
-    solver asks this for LPs with hundreds of thousands of columns, which
-    pyomo takes tens of seconds to translate and HiGHS solves in seconds.
-    Never raises. Everything reported is checked here, independently of
-    HiGHS's tolerances:
+    ``min cost^T x`` s.t. ``row_lower <= A x <= row_upper``,
+    ``col_lower <= x <= col_upper``, in matrix form, handed to highspy
+    directly (no pyomo): the exact solver asks this for LPs with hundreds of
+    thousands of columns, which pyomo takes tens of seconds to translate and
+    HiGHS solves in seconds. :meth:`solve` never raises, and everything it
+    reports is checked here, independently of HiGHS's tolerances:
 
     * ``optimal``: ``info["x"]`` is HiGHS's point and ``bound`` a lower bound
       recomputed from its duals by weak duality (:func:`_safe_lower_bound`),
       valid whatever HiGHS's accuracy;
     * ``infeasible``: only with a Farkas certificate (HiGHS's dual ray) that
-      checks out in double precision;
+      checks out in double precision (:func:`_farkas_gap`);
     * otherwise ``no_solution`` ("not decided") or ``error``.
     """
-    import numpy as np
 
-    start = time.perf_counter()
-    if time_limit_s is not None and not time_limit_s > 0:
-        return HighsOutcome("no_solution", termination="maxTimeLimit",
-                            message="no time left for HiGHS")
-    try:
-        import highspy
-        from pyomo.common.tee import capture_output
+    def __init__(self, cost, a_csc, row_lower, row_upper, col_lower, col_upper, *,
+                 threads: int = DEFAULT_THREADS, seed: int = 0) -> None:
+        import numpy as np
 
-        cost = np.asarray(cost, dtype=float)
-        row_lower = np.asarray(row_lower, dtype=float)
-        row_upper = np.asarray(row_upper, dtype=float)
-        col_lower = np.asarray(col_lower, dtype=float)
-        col_upper = np.asarray(col_upper, dtype=float)
-        with capture_output(capture_fd=True):  # the constructor prints a banner
-            h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", int(threads))
-        h.setOptionValue("random_seed", int(seed))
-        if time_limit_s is not None:
-            h.setOptionValue("time_limit", float(time_limit_s))
-        lp = highspy.HighsLp()
-        ncol = a_csc.shape[1]
-        lp.num_col_ = ncol
-        lp.num_row_ = a_csc.shape[0]
-        lp.col_cost_ = cost
-        lp.col_lower_ = col_lower
-        lp.col_upper_ = col_upper
-        lp.row_lower_ = np.where(np.isfinite(row_lower), row_lower, -highspy.kHighsInf)
-        lp.row_upper_ = np.where(np.isfinite(row_upper), row_upper, highspy.kHighsInf)
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = a_csc.indptr
-        lp.a_matrix_.index_ = a_csc.indices
-        lp.a_matrix_.value_ = a_csc.data
-        h.passModel(lp)
-        h.run()
-        status = h.getModelStatus()
-        runtime = time.perf_counter() - start
-        name = h.modelStatusToString(status)
-        if status == highspy.HighsModelStatus.kOptimal:
-            sol = h.getSolution()
-            x = np.asarray(sol.col_value, dtype=float)
-            y = np.asarray(sol.row_dual, dtype=float)
-            bound = _safe_lower_bound(cost, a_csc, row_lower, row_upper, col_lower, col_upper, y)
-            return HighsOutcome("optimal", name, float(cost @ x), bound, 0, runtime,
-                                info={"x": x})
-        if status == highspy.HighsModelStatus.kInfeasible:
-            _, has_ray, ray = h.getDualRay()
-            if has_ray:
-                ray = np.asarray(ray, dtype=float)
-                gap = max(_farkas_gap(a_csc, row_lower, row_upper, col_lower, col_upper, ray),
-                          _farkas_gap(a_csc, row_lower, row_upper, col_lower, col_upper, -ray))
-                if gap > 1e-9:
-                    return HighsOutcome("infeasible", name, runtime_s=runtime,
-                                        message="Farkas certificate checked",
-                                        info={"farkas_gap": gap})
+        self.cost = np.asarray(cost, dtype=float)
+        self.a = a_csc
+        self.row_lower = np.asarray(row_lower, dtype=float)
+        self.row_upper = np.asarray(row_upper, dtype=float)
+        self.col_lower = np.asarray(col_lower, dtype=float).copy()
+        self.col_upper = np.asarray(col_upper, dtype=float).copy()
+        self.threads, self.seed = threads, seed
+        self._h = None
+        self._error = ""
+        try:
+            import highspy
+            from pyomo.common.tee import capture_output
+
+            with capture_output(capture_fd=True):  # the constructor prints a banner
+                h = highspy.Highs()
+            h.setOptionValue("output_flag", False)
+            h.setOptionValue("threads", int(threads))
+            h.setOptionValue("random_seed", int(seed))
+            lp = highspy.HighsLp()
+            ncol = a_csc.shape[1]
+            lp.num_col_ = ncol
+            lp.num_row_ = a_csc.shape[0]
+            lp.col_cost_ = self.cost
+            lp.col_lower_ = self.col_lower
+            lp.col_upper_ = self.col_upper
+            lp.row_lower_ = np.where(np.isfinite(self.row_lower), self.row_lower, -highspy.kHighsInf)
+            lp.row_upper_ = np.where(np.isfinite(self.row_upper), self.row_upper, highspy.kHighsInf)
+            lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+            lp.a_matrix_.start_ = a_csc.indptr
+            lp.a_matrix_.index_ = a_csc.indices
+            lp.a_matrix_.value_ = a_csc.data
+            h.passModel(lp)
+            self._h = h
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported by solve()
+            self._error = f"{type(exc).__name__}: {exc}"
+
+    def solve(self, col_upper=None, *, time_limit_s: float | None = None) -> HighsOutcome:
+        """Solve with the given column upper bounds (default: unchanged), warm from the last basis."""
+        import numpy as np
+
+        start = time.perf_counter()
+        if self._h is None:
+            return HighsOutcome("error", message=self._error or "no HiGHS instance")
+        if time_limit_s is not None and not time_limit_s > 0:
+            return HighsOutcome("no_solution", termination="maxTimeLimit",
+                                message="no time left for HiGHS")
+        try:
+            import highspy
+
+            h = self._h
+            if col_upper is not None:
+                col_upper = np.asarray(col_upper, dtype=float)
+                changed = np.flatnonzero(col_upper != self.col_upper)
+                if changed.size:
+                    h.changeColsBounds(int(changed.size), changed.astype(np.int32),
+                                       self.col_lower[changed], col_upper[changed])
+                    self.col_upper = col_upper.copy()
+            h.setOptionValue("time_limit", float("inf") if time_limit_s is None
+                             else float(time_limit_s))
+            h.run()
+            status = h.getModelStatus()
+            runtime = time.perf_counter() - start
+            name = h.modelStatusToString(status)
+            args = (self.a, self.row_lower, self.row_upper, self.col_lower, self.col_upper)
+            if status == highspy.HighsModelStatus.kOptimal:
+                sol = h.getSolution()
+                x = np.asarray(sol.col_value, dtype=float)
+                y = np.asarray(sol.row_dual, dtype=float)
+                bound = _safe_lower_bound(self.cost, *args, y)
+                return HighsOutcome("optimal", name, float(self.cost @ x), bound, 0, runtime,
+                                    info={"x": x})
+            if status == highspy.HighsModelStatus.kInfeasible:
+                _, has_ray, ray = h.getDualRay()
+                if has_ray:
+                    ray = np.asarray(ray, dtype=float)
+                    gap = max(_farkas_gap(*args, ray), _farkas_gap(*args, -ray))
+                    if gap > 1e-9:
+                        return HighsOutcome("infeasible", name, runtime_s=runtime,
+                                            message="Farkas certificate checked",
+                                            info={"farkas_gap": gap})
+                return HighsOutcome("no_solution", name, runtime_s=runtime,
+                                    message="HiGHS said infeasible but gave no certificate "
+                                            "that checks out")
             return HighsOutcome("no_solution", name, runtime_s=runtime,
-                                message="HiGHS said infeasible but gave no certificate that checks out")
-        return HighsOutcome("no_solution", name, runtime_s=runtime,
-                            message=f"HiGHS stopped with {name}")
+                                message=f"HiGHS stopped with {name}")
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - solver trouble is reported, not raised
+            return HighsOutcome("error", message=f"{type(exc).__name__}: {exc}",
+                                runtime_s=time.perf_counter() - start)
+
+
+def solve_lp(cost, a_csc, row_lower, row_upper, col_lower, col_upper, *,
+             time_limit_s: float | None = None, threads: int = DEFAULT_THREADS,
+             seed: int = 0) -> HighsOutcome:
+    """Solve an LP once (see :class:`LpSession` for what is checked); never raises."""
+    try:
+        session = LpSession(cost, a_csc, row_lower, row_upper, col_lower, col_upper,
+                            threads=threads, seed=seed)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001 - solver trouble is reported, not raised
-        return HighsOutcome("error", message=f"{type(exc).__name__}: {exc}",
-                            runtime_s=time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001 - e.g. arrays that are not arrays
+        return HighsOutcome("error", message=f"{type(exc).__name__}: {exc}")
+    return session.solve(time_limit_s=time_limit_s)

@@ -147,6 +147,7 @@ class ExactSearch:
         # "no completion from a stage on w starting in the start set avoids the used nodes
         # within theta". It also holds for fewer starts, more used nodes, smaller thresholds.
         self._dead_ends: dict[int, list[tuple[int, int, float]]] = {}
+        self._lp = None  # (threshold it was built for, LP session and its column index)
         self.stats = {"decisions": 0, "relaxation_refuted": 0, "search_feasible": 0,
                       "search_refuted": 0, "milp_calls": 0, "states": 0, "dead_end_hits": 0,
                       "lp_checks": 0, "lp_refuted": 0, "lp_integral": 0}
@@ -259,10 +260,44 @@ class ExactSearch:
         it is integral, then optimal among the plans ``<= theta`` if its value
         meets the bound) or ``None`` (LP too large or undecided).
         """
+        n = self.num_nodes
+        session = self._lp_session(theta, ends, allowed, t1)
+        if session is None:
+            return None, None, None
+        lp, first, last, node, cut, src, dst = session
+        ns, kb = first.size, first.size + cut.size
+        self.stats["lp_checks"] += 1
+        # columns the threshold (and the relaxation at it) excludes are fixed at 0
+        col_hi = np.ones(kb + 1)
+        col_hi[:ns] = ((t1[first, node] <= n) & (last <= ends[node, first])).astype(float)
+        col_hi[ns:kb] = ((self.tau[cut, src, dst] <= theta) & (t1[cut + 1, dst] <= n)).astype(float)
+        col_hi[kb] = theta
+        remaining = None if math.isinf(self.deadline) else self.deadline - time.perf_counter()
+        out = lp.solve(col_hi, time_limit_s=remaining)
+        if out.status == "infeasible":
+            self.stats["lp_refuted"] += 1
+            return "infeasible", None, None
+        x = out.info.get("x")
+        if out.status != "optimal" or x is None or out.bound is None:
+            return None, None, None
+        plan = None
+        if not np.any((x[:kb] > 1e-6) & (x[:kb] < 1 - 1e-6)):
+            stages = sorted((int(first[q]), int(last[q]), int(node[q]))
+                            for q in np.flatnonzero(x[:ns] > 0.5))
+            plan = self._checked_plan(stages, ends, allowed)
+            if plan is not None:
+                self.stats["lp_integral"] += 1
+        return "bound", plan, out.bound
+
+    def _lp_session(self, theta, ends, allowed, t1):
+        """The LP of :meth:`lp_check` for ``theta``: the last one if it was built for a
+        threshold at least as large (its columns are then a superset), else a new one."""
         import scipy.sparse as sp
 
-        from partopt.highs import solve_lp
+        from partopt.highs import LpSession
 
+        if self._lp is not None and self._lp[0] >= theta:
+            return self._lp[1]
         b, n = self.num_blocks, self.num_nodes
         ok_start = (t1 <= n).T  # (N, B)
         v_idx, i_idx = np.nonzero(ok_start & (ends >= np.arange(b)[None, :]))
@@ -273,8 +308,7 @@ class ExactSearch:
         cut, src, dst = np.nonzero(allowed & (t1[1:] <= n)[:, None, :])
         ns, nl = first.size, cut.size
         if ns + nl > LP_MAX_COLUMNS or ns == 0:
-            return None, None, None
-        self.stats["lp_checks"] += 1
+            return None
         m = max(b - 1, 0)
         row_end = lambda c, u: 1 + c * n + u  # noqa: E731 - stage ends at c on u = sends cut c
         row_start = lambda c, w: 1 + m * n + c * n + w  # noqa: E731 - cut c arrives = stage starts
@@ -310,22 +344,9 @@ class ExactSearch:
         cost[kb] = 1.0
         col_hi = np.ones(ns + nl + 1)
         col_hi[kb] = theta
-        remaining = None if math.isinf(self.deadline) else self.deadline - time.perf_counter()
-        out = solve_lp(cost, a, lo, hi, np.zeros(ns + nl + 1), col_hi, time_limit_s=remaining)
-        if out.status == "infeasible":
-            self.stats["lp_refuted"] += 1
-            return "infeasible", None, None
-        x = out.info.get("x")
-        if out.status != "optimal" or x is None or out.bound is None:
-            return None, None, None
-        plan = None
-        if not np.any((x[:kb] > 1e-6) & (x[:kb] < 1 - 1e-6)):
-            stages = sorted((int(first[q]), int(last[q]), int(node[q]))
-                            for q in np.flatnonzero(x[:ns] > 0.5))
-            plan = self._checked_plan(stages, ends, allowed)
-            if plan is not None:
-                self.stats["lp_integral"] += 1
-        return "bound", plan, out.bound
+        lp = LpSession(cost, a, lo, hi, np.zeros(ns + nl + 1), col_hi)
+        self._lp = (theta, (lp, first, last, node, cut, src, dst))
+        return self._lp[1]
 
     def _checked_plan(self, stages, ends, allowed) -> Plan | None:
         """``stages`` as a plan if they chain block 0 to the end on distinct nodes within the threshold."""
