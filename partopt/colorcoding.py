@@ -281,14 +281,16 @@ def find_path(
         # A simple path stays inside one weakly connected component: drop components
         # with fewer than k vertices, and decide small ones exactly.
         parts = _components(adj[np.ix_(keep, keep)])
-        trial_cells = max_trials * (2**k - 1)
         rest = []
         for part in parts:
             if len(part) < k:
                 continue
             verts = keep[part]
-            exact_cells = max(math.comb(len(verts), s) for s in range(1, k + 1)) * len(verts)
-            if len(verts) > 62 or exact_cells > min(EXACT_MAX_CELLS, trial_cells):
+            m = len(verts)
+            # words the trials would touch vs the exact DP's (one trial, m colours)
+            trial_work = -(-max_trials // 64) * 2**k * m
+            exact_layers = [math.comb(m, s) * m for s in range(1, k + 1)] if m <= 62 else [math.inf]
+            if max(exact_layers) > EXACT_MAX_CELLS or sum(exact_layers) > trial_work:
                 rest.append(verts)
                 continue
             found = _colourful_dp(
