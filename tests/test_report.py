@@ -171,6 +171,15 @@ def test_headline_and_reproduction_with_published_csvs(tmp_path, rows):
     s = one(rep, method="seifer", **{"capacity MB": 256.0})
     assert s["ours s"] == 0.0 and s["ours / published"] is None  # 0 / 0 is not a ratio
     assert not rows_of(rep, method="random", N=5)  # we have no such configuration
+    assert r["optimum s"] == pytest.approx(7 / 3)  # optima 2, 1, 4
+    assert r["published / optimum"] == pytest.approx(6.0 / (7 / 3))
+    assert one(rep, method="greedy")["published / optimum"] == pytest.approx(4.0 / (7 / 3))
+    assert s["optimum s"] == 0.0 and s["published / optimum"] is None
+    from partopt.report import reproduction_summary
+
+    summary = reproduction_summary(rep)
+    k = one(summary, method="seifer")  # 1.0 published at 64 MB is below the mean optimum 7/3
+    assert (k["configurations"], k["with optimum"], k["published below optimum"]) == (2, 1, 1)
 
 
 def test_disagreeing_optima_are_reported():
