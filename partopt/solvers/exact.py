@@ -96,6 +96,9 @@ __all__ = ["ExactSearch", "solve_exact"]
 DFS_BUDGET = 100_000
 """Search states one exact decision may expand before the MILP takes over."""
 
+FIRST_PROBE_SCALE = 4.0
+"""The probe at the lower bound gets this many times ``probe_time_s``."""
+
 LP_MAX_COLUMNS = 600_000
 """Largest stage-flow LP (stage + transfer variables) the exact decisions solve."""
 
@@ -656,7 +659,7 @@ class _Driver:
         if value < self.upper:
             self.upper, self.best = value, plan
 
-    def decide(self, theta: float, probe: bool = False) -> bool | None:
+    def decide(self, theta: float, probe: bool = False, probe_scale: float = 1.0) -> bool | None:
         """Decide "a plan with bottleneck <= theta exists" and update the bounds.
 
         ``True``: yes (the incumbent improved); ``False``: proven no (the
@@ -666,7 +669,7 @@ class _Driver:
         """
         start = time.perf_counter()
         if probe:
-            status, plan, h = self.search.decide(theta, self.probe_time_s)
+            status, plan, h = self.search.decide(theta, self.probe_time_s * probe_scale)
         else:
             status, plan, h = self.search.decide(theta, math.inf, use_lp=True)
             if self.search.lp_bound is not None:
@@ -732,7 +735,10 @@ class _Driver:
                     return self._out("infeasible",
                                      reason="no sequence of distinct linked nodes fits the chain")
                 break
-            if self.decide(theta, probe=True):
+            # the bound itself is the optimum more often than not, and a plan
+            # there ends the search: its probe gets more time
+            first = theta == search.next_candidate(self.lower)
+            if self.decide(theta, probe=True, probe_scale=FIRST_PROBE_SCALE if first else 1.0):
                 break
             theta = max(base * (1 + step), search.next_candidate(theta * (1 + 1e-12)))
             step *= 2
