@@ -1047,9 +1047,13 @@ def _grid_numbers(rows: Sequence[dict], numbers: dict) -> None:
         numbers[f"{tag}.nontrivial_instances"] = len({r["instance_key"] for r in sub if r["nontrivial"]})
         numbers[f"{tag}.infeasible_instances"] = len(
             {r["instance_key"] for r in sub if r["infeasible_instance"]})
-        stages = [r["stages"] for r in sub if r.get("stages") and r["method"] in ("exact", "brute", "milp")]
+        # stages of exact's plans where the model needs two or more nodes
+        stages = [r["stages"] for r in sub if r["method"] == "exact" and r.get("stages")
+                  and r["status"] == "optimal" and r["nontrivial"]]
         if stages:
-            numbers[f"{tag}.optimal_stages_min"], numbers[f"{tag}.optimal_stages_max"] = min(stages), max(stages)
+            numbers[f"{tag}.optimal_stages_min"] = min(stages)
+            numbers[f"{tag}.optimal_stages_median"] = float(np.median(stages))
+            numbers[f"{tag}.optimal_stages_max"] = max(stages)
 
 
 def _is_scaling(rec: dict) -> bool:
@@ -1135,6 +1139,7 @@ def write_report(
     for row in runtime.rows:  # regime, label, runs, median, mean, p95, max, proven
         tag = f"runtime.{_slug(row[0])}.{_slug(row[1])}"
         numbers[f"{tag}.median_s"], numbers[f"{tag}.max_s"] = row[3], row[6]
+        numbers[f"{tag}.proven"] = row[7]
     numbers["consistency.disagreements"] = len(consistency.rows)
 
     figdir = outdir / "figures"
