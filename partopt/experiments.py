@@ -65,7 +65,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +179,6 @@ class SweepConfig:
     path: Path | None = None
     methods: tuple[str, ...] = ()
     description: str = ""
-    raw: dict = field(default_factory=dict, repr=False)
 
 
 # -- config loading -----------------------------------------------------------------------
@@ -400,7 +399,6 @@ def load_config(path: str | Path, *, check_methods: bool = True) -> SweepConfig:
         path=path,
         methods=methods,
         description=str(data.get("description", "")),
-        raw=data,
     )
 
 

@@ -533,12 +533,12 @@ def _published_mean(published: dict, method: str, nodes: int | None) -> float | 
     return float(np.mean(vals)) if vals else None
 
 
-def _matched(rows: Sequence[dict], reg: str, labels: Sequence[str],
-             where: Callable[[dict], bool] = lambda r: True) -> list[dict[str, dict]]:
-    """Per nontrivial, feasible instance of ``reg`` where every label has a plan: label -> record."""
+def _matched(rows: Sequence[dict], reg: str, labels: Sequence[str], nodes: int) -> list[dict[str, dict]]:
+    """Per nontrivial, feasible instance of ``reg`` with ``nodes`` nodes where every label has a
+    plan: label -> record."""
     per: dict[str, dict[str, dict]] = defaultdict(dict)
     for r in rows:
-        if r["regime"] == reg and r["label"] in labels and where(r):
+        if r["regime"] == reg and r["label"] in labels and r["nodes"] == nodes:
             per[r["instance_key"]][r["label"]] = r
     out = []
     for recs in per.values():
@@ -610,7 +610,7 @@ def headline_table(rows: Sequence[dict], published: dict,
                 r_orig, n_r = _original_mean(avgs, reg, "random", 50,
                                              _published_configs(published, "random"), fits_one=fits_one)
                 orig = None if r_orig is None or not k_orig else r_orig / k_orig
-                m = _matched(regrows, reg, ["random", lab], lambda r: r["nodes"] == 50)
+                m = _matched(regrows, reg, ["random", lab], 50)
                 right, med = _ratio_of_means(m, "random", lab)
                 out.append(["random vs seifer at N=50 (bottleneck of random / of seifer)", reg, lab,
                             "10x", pub_10x, put(f"{tag}.random_vs_seifer.original", orig),
@@ -622,7 +622,7 @@ def headline_table(rows: Sequence[dict], published: dict,
                 g_orig, _ = _original_mean(avgs, reg, "greedy", 50,
                                            _published_configs(published, "greedy"), fits_one=fits_one)
                 orig = None if g_orig is None or k_orig is None else 1 - k_orig / g_orig
-                m = _matched(regrows, reg, ["greedy", lab], lambda r: r["nodes"] == 50)
+                m = _matched(regrows, reg, ["greedy", lab], 50)
                 ratio, med = _ratio_of_means(m, lab, "greedy")
                 right = None if ratio is None else 1 - ratio
                 out.append(["greedy vs seifer at N=50 (1 - seifer / greedy)", reg, lab, "35%",
