@@ -51,9 +51,29 @@ CAPACITIES_MB = (64, 128, 256, 512)
 PAPER_NODES = (5, 10, 15, 20, 50)
 TRANSFER_FOR_MEMORY = {"peak": "bytes", "paper": "paper", "weights": "bytes"}
 COLUMNS = [
-    "instance", "model", "cuts", "blocks", "memory", "transfer", "capacity_mb", "nodes", "seed",
-    "method", "time_limit_s", "status", "bottleneck_s", "bound_s", "gap", "time_s",
-    "solver_time_s", "stages", "decisions", "states", "milp_calls", "milp_nodes", "error",
+    "instance",
+    "model",
+    "cuts",
+    "blocks",
+    "memory",
+    "transfer",
+    "capacity_mb",
+    "nodes",
+    "seed",
+    "method",
+    "time_limit_s",
+    "status",
+    "bottleneck_s",
+    "bound_s",
+    "gap",
+    "time_s",
+    "solver_time_s",
+    "stages",
+    "decisions",
+    "states",
+    "milp_calls",
+    "milp_nodes",
+    "error",
 ]
 
 
@@ -72,8 +92,10 @@ class Instance:
 
     @property
     def key(self) -> str:
-        return (f"{self.model}|{self.cuts}|{self.memory}|{self.transfer}|"
-                f"{self.capacity_mb:g}MB|N{self.nodes}|s{self.seed}")
+        return (
+            f"{self.model}|{self.cuts}|{self.memory}|{self.transfer}|"
+            f"{self.capacity_mb:g}MB|N{self.nodes}|s{self.seed}"
+        )
 
 
 # -- chains -------------------------------------------------------------------
@@ -88,8 +110,9 @@ def synthetic_chain(blocks: int, seed: int) -> Chain:
     params = np.geomspace(4e4, 1.8e7, blocks) * rng.uniform(0.8, 1.2, blocks)
     params *= 100e6 / params.sum()
     outs = np.geomspace(3.2e6, 4e5, blocks) * rng.uniform(0.7, 1.3, blocks)
-    return Chain.from_arrays(params, outs[:-1], activation_bytes=2 * outs,
-                             name=f"synthetic:{seed}:{blocks}")
+    return Chain.from_arrays(
+        params, outs[:-1], activation_bytes=2 * outs, name=f"synthetic:{seed}:{blocks}"
+    )
 
 
 def chain_for(model: str, cuts: str) -> Chain:
@@ -107,25 +130,38 @@ def chain_for(model: str, cuts: str) -> Chain:
 
 
 def problem_for(inst: Instance) -> Problem:
-    return Problem(chain_for(inst.model, inst.cuts),
-                   paper_cluster(inst.nodes, inst.capacity_mb, inst.seed),
-                   memory=inst.memory, transfer=inst.transfer)
+    return Problem(
+        chain_for(inst.model, inst.cuts),
+        paper_cluster(inst.nodes, inst.capacity_mb, inst.seed),
+        memory=inst.memory,
+        transfer=inst.transfer,
+    )
 
 
 # -- grids --------------------------------------------------------------------
 
 
 def paper_grid(seeds: int, memories=("peak", "paper")) -> list[Instance]:
-    return [Instance(m, "single", mem, cap, n, s)
-            for mem in memories for m in PAPER_MODELS for cap in CAPACITIES_MB
-            for n in PAPER_NODES for s in range(seeds)]
+    return [
+        Instance(m, "single", mem, cap, n, s)
+        for mem in memories
+        for m in PAPER_MODELS
+        for cap in CAPACITIES_MB
+        for n in PAPER_NODES
+        for s in range(seeds)
+    ]
 
 
 def compare_grid(seeds: int) -> list[Instance]:
     """A subset the direct MILP can be asked to solve: the five models at 64 and 128 MB
     (where several stages are needed), N = 5, 10, 20, ``peak`` memory."""
-    return [Instance(m, "single", "peak", cap, n, s)
-            for m in PAPER_MODELS for cap in (64, 128) for n in (5, 10, 20) for s in range(seeds)]
+    return [
+        Instance(m, "single", "peak", cap, n, s)
+        for m in PAPER_MODELS
+        for cap in (64, 128)
+        for n in (5, 10, 20)
+        for s in range(seeds)
+    ]
 
 
 def scaling_grid(seeds: int) -> list[Instance]:
@@ -170,15 +206,28 @@ def run_one(inst: Instance, method: str, time_limit_s: float | None) -> dict:
     wall = time.perf_counter() - start
     info = r.info
     return {
-        "instance": inst.key, "model": inst.model, "cuts": inst.cuts,
-        "blocks": problem.num_blocks, "memory": inst.memory, "transfer": inst.transfer,
-        "capacity_mb": inst.capacity_mb, "nodes": inst.nodes, "seed": inst.seed,
-        "method": method, "time_limit_s": time_limit_s, "status": r.status,
-        "bottleneck_s": r.bottleneck_s, "bound_s": r.lower_bound_s, "gap": r.gap,
-        "time_s": wall, "solver_time_s": r.runtime_s,
+        "instance": inst.key,
+        "model": inst.model,
+        "cuts": inst.cuts,
+        "blocks": problem.num_blocks,
+        "memory": inst.memory,
+        "transfer": inst.transfer,
+        "capacity_mb": inst.capacity_mb,
+        "nodes": inst.nodes,
+        "seed": inst.seed,
+        "method": method,
+        "time_limit_s": time_limit_s,
+        "status": r.status,
+        "bottleneck_s": r.bottleneck_s,
+        "bound_s": r.lower_bound_s,
+        "gap": r.gap,
+        "time_s": wall,
+        "solver_time_s": r.runtime_s,
         "stages": r.plan.num_stages if r.plan is not None else None,
-        "decisions": info.get("decisions"), "states": info.get("states"),
-        "milp_calls": info.get("milp_calls"), "milp_nodes": info.get("milp_nodes"),
+        "decisions": info.get("decisions"),
+        "states": info.get("states"),
+        "milp_calls": info.get("milp_calls"),
+        "milp_nodes": info.get("milp_nodes"),
         "error": info.get("error", ""),
     }
 
@@ -191,22 +240,39 @@ def _versions() -> dict:
     commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD 2>/dev/null").read().strip()
     from importlib.metadata import version
 
-    return {"python": platform.python_version(), "partopt": partopt.__version__,
-            "commit": commit, "numpy": np.__version__, "pyomo": pyomo.__version__,
-            "highspy": version("highspy")}
+    return {
+        "python": platform.python_version(),
+        "partopt": partopt.__version__,
+        "commit": commit,
+        "numpy": np.__version__,
+        "pyomo": pyomo.__version__,
+        "highspy": version("highspy"),
+    }
 
 
-def run(instances: list[Instance], methods: list[str], out: Path, time_limits: dict,
-        progress_every: int = 200) -> None:
+def run(
+    instances: list[Instance],
+    methods: list[str],
+    out: Path,
+    time_limits: dict,
+    progress_every: int = 200,
+) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if out.exists():
         with out.open() as f:
             done = {(row["instance"], row["method"]) for row in csv.DictReader(f)}
-    meta = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "machine": {"node": platform.node(), "cpus": os.cpu_count(),
-                        "processor": platform.processor() or platform.machine()},
-            "versions": _versions(), "time_limits_s": time_limits}
+    meta = {
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {
+            "node": platform.node(),
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "versions": _versions(),
+        "time_limits_s": time_limits,
+    }
     out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     new = not out.exists()
     todo = [(i, m) for i in instances for m in methods if (i.key, m) not in done]
@@ -221,8 +287,11 @@ def run(instances: list[Instance], methods: list[str], out: Path, time_limits: d
             writer.writerow({c: _fmt(row.get(c)) for c in COLUMNS})
             f.flush()
             if k % progress_every == 0 or row["time_s"] > 5:
-                print(f"[{k}/{len(todo)} {time.perf_counter() - t0:.0f}s] {inst.key} {method} "
-                      f"{row['status']} {row['time_s']:.2f}s", flush=True)
+                print(
+                    f"[{k}/{len(todo)} {time.perf_counter() - t0:.0f}s] {inst.key} {method} "
+                    f"{row['status']} {row['time_s']:.2f}s",
+                    flush=True,
+                )
 
 
 # -- summaries ----------------------------------------------------------------
@@ -248,18 +317,22 @@ def summarize(paths: list[Path]) -> None:
     by_method: dict[str, list[dict]] = {}
     for r in rows:
         by_method.setdefault(r["method"], []).append(r)
-    print(f"{'method':<12} {'runs':>6} {'optimal':>8} {'feasible':>8} {'infeas':>7} {'other':>6} "
-          f"{'median s':>9} {'p90 s':>8} {'p99 s':>8} {'max s':>8} {'max gap':>8}")
+    print(
+        f"{'method':<12} {'runs':>6} {'optimal':>8} {'feasible':>8} {'infeas':>7} {'other':>6} "
+        f"{'median s':>9} {'p90 s':>8} {'p99 s':>8} {'max s':>8} {'max gap':>8}"
+    )
     for method, rs in sorted(by_method.items()):
         times = [float(r["time_s"]) for r in rs]
         st = [r["status"] for r in rs]
         gaps = [_num(r["gap"]) for r in rs if _num(r["gap"]) is not None]
-        print(f"{method:<12} {len(rs):>6} {st.count('optimal'):>8} {st.count('feasible'):>8} "
-              f"{st.count('infeasible'):>7} "
-              f"{len(st) - st.count('optimal') - st.count('feasible') - st.count('infeasible'):>6} "
-              f"{statistics.median(times):>9.3f} {_quantile(times, 0.9):>8.3f} "
-              f"{_quantile(times, 0.99):>8.3f} {max(times):>8.3f} "
-              f"{(max(gaps) if gaps else 0.0):>8.4f}")
+        print(
+            f"{method:<12} {len(rs):>6} {st.count('optimal'):>8} {st.count('feasible'):>8} "
+            f"{st.count('infeasible'):>7} "
+            f"{len(st) - st.count('optimal') - st.count('feasible') - st.count('infeasible'):>6} "
+            f"{statistics.median(times):>9.3f} {_quantile(times, 0.9):>8.3f} "
+            f"{_quantile(times, 0.99):>8.3f} {max(times):>8.3f} "
+            f"{(max(gaps) if gaps else 0.0):>8.4f}"
+        )
     # side by side: the same instances, every method present
     methods = sorted(by_method)
     if "exact" in by_method and len(methods) > 1:
@@ -272,33 +345,48 @@ def summarize(paths: list[Path]) -> None:
             med_exact = statistics.median(float(v["exact"]["time_s"]) for v in common)
             for m in methods:
                 ts = [float(v[m]["time_s"]) for v in common]
-                ratio = [float(v[m]["time_s"]) / max(float(v["exact"]["time_s"]), 1e-9) for v in common]
-                agree = sum(1 for v in common if v[m]["status"] == "optimal"
-                            and v["exact"]["status"] == "optimal"
-                            and math.isclose(float(v[m]["bottleneck_s"]),
-                                             float(v["exact"]["bottleneck_s"]), rel_tol=1e-6))
+                ratio = [
+                    float(v[m]["time_s"]) / max(float(v["exact"]["time_s"]), 1e-9) for v in common
+                ]
+                agree = sum(
+                    1
+                    for v in common
+                    if v[m]["status"] == "optimal"
+                    and v["exact"]["status"] == "optimal"
+                    and math.isclose(
+                        float(v[m]["bottleneck_s"]), float(v["exact"]["bottleneck_s"]), rel_tol=1e-6
+                    )
+                )
                 both = sum(1 for v in common if v[m]["status"] == v["exact"]["status"] == "optimal")
-                print(f"  {m:<12} median {statistics.median(ts):8.3f} s  max {max(ts):8.3f} s  "
-                      f"median/median(exact) {statistics.median(ts) / max(med_exact, 1e-9):9.1f}  "
-                      f"median per-instance ratio {statistics.median(ratio):9.1f}  "
-                      f"statuses {dict(sorted(_count(v[m]['status'] for v in common).items()))}  "
-                      f"same optimum as exact {agree}/{both}")
+                print(
+                    f"  {m:<12} median {statistics.median(ts):8.3f} s  max {max(ts):8.3f} s  "
+                    f"median/median(exact) {statistics.median(ts) / max(med_exact, 1e-9):9.1f}  "
+                    f"median per-instance ratio {statistics.median(ratio):9.1f}  "
+                    f"statuses {dict(sorted(_count(v[m]['status'] for v in common).items()))}  "
+                    f"same optimum as exact {agree}/{both}"
+                )
     # scaling views
     ex = by_method.get("exact", [])
     groups: dict[tuple, list[dict]] = {}
     for r in ex:
-        groups.setdefault((r["cuts"], r["model"].split(":")[0], r["memory"], int(r["nodes"]),
-                           r["capacity_mb"]), []).append(r)
+        groups.setdefault(
+            (r["cuts"], r["model"].split(":")[0], r["memory"], int(r["nodes"]), r["capacity_mb"]),
+            [],
+        ).append(r)
     if len(groups) > 1 and any(int(r["nodes"]) > 50 for r in ex):
-        print("\nexact by (cuts, model, memory, N, capacity MB): blocks, statuses, median/max time, max gap")
+        print(
+            "\nexact by (cuts, model, memory, N, capacity MB): blocks, statuses, median/max time, max gap"
+        )
         for key, rs in sorted(groups.items()):
             ts = [float(r["time_s"]) for r in rs]
             gaps = [_num(r["gap"]) or 0.0 for r in rs]
             blocks = sorted({int(r["blocks"]) for r in rs})
-            print(f"  {key!s:<52} blocks {blocks[0]}-{blocks[-1]:<4} "
-                  f"{dict(sorted(_count(r['status'] for r in rs).items()))!s:<32} "
-                  f"median {statistics.median(ts):7.3f} s  max {max(ts):7.3f} s  "
-                  f"max gap {max(gaps):.4f}")
+            print(
+                f"  {key!s:<52} blocks {blocks[0]}-{blocks[-1]:<4} "
+                f"{dict(sorted(_count(r['status'] for r in rs).items()))!s:<32} "
+                f"median {statistics.median(ts):7.3f} s  max {max(ts):7.3f} s  "
+                f"max gap {max(gaps):.4f}"
+            )
 
 
 def _count(items) -> dict:
@@ -340,8 +428,13 @@ def main(argv=None) -> None:
         grid = paper_grid(args.seeds, tuple(args.memory.split(",")))
         run(grid, ["exact"], args.out, {"exact": args.time_limit})
     elif args.mode == "scaling":
-        run(scaling_grid(args.seeds), ["exact"], args.out, {"exact": args.time_limit},
-            progress_every=10)
+        run(
+            scaling_grid(args.seeds),
+            ["exact"],
+            args.out,
+            {"exact": args.time_limit},
+            progress_every=10,
+        )
     summarize([args.out])
 
 

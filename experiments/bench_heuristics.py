@@ -68,9 +68,24 @@ GRIDS = {
     "quick": ((64, 256), (5, 20, 50), 3),
 }
 COLUMNS = [
-    "instance", "model", "blocks", "memory", "transfer", "capacity_mb", "nodes", "seed",
-    "method", "status", "bottleneck_s", "optimum_s", "ratio", "time_s", "wall_s", "stages",
-    "unchecked_bottleneck_s", "reason",
+    "instance",
+    "model",
+    "blocks",
+    "memory",
+    "transfer",
+    "capacity_mb",
+    "nodes",
+    "seed",
+    "method",
+    "status",
+    "bottleneck_s",
+    "optimum_s",
+    "ratio",
+    "time_s",
+    "wall_s",
+    "stages",
+    "unchecked_bottleneck_s",
+    "reason",
 ]
 
 
@@ -89,8 +104,10 @@ class Instance:
     @property
     def key(self) -> str:
         """The key ``experiments/bench_exact.py`` uses for the same instance."""
-        return (f"{self.model}|single|{self.memory}|{self.transfer}|"
-                f"{self.capacity_mb:g}MB|N{self.nodes}|s{self.seed}")
+        return (
+            f"{self.model}|single|{self.memory}|{self.transfer}|"
+            f"{self.capacity_mb:g}MB|N{self.nodes}|s{self.seed}"
+        )
 
 
 _CHAINS: dict = {}
@@ -106,8 +123,14 @@ def problem_for(inst: Instance) -> Problem:
 def grid(name: str, models, memories, seeds: int | None) -> list[Instance]:
     caps, nodes, default_seeds = GRIDS[name]
     count = default_seeds if seeds is None else seeds
-    return [Instance(m, mem, c, n, s) for m in models for mem in memories for c in caps
-            for n in nodes for s in range(count)]
+    return [
+        Instance(m, mem, c, n, s)
+        for m in models
+        for mem in memories
+        for c in caps
+        for n in nodes
+        for s in range(count)
+    ]
 
 
 def _num(x) -> str:
@@ -137,13 +160,20 @@ def replayed_memo(inst: Instance, capacities_mb) -> dict:
     memo: dict = {}
     for cap in sorted(c for c in capacities_mb if c < inst.capacity_mb):
         earlier = problem_for(Instance(inst.model, inst.memory, cap, inst.nodes, inst.seed))
-        original_min_sum_partition(earlier, cap * MB, earlier.num_nodes, memo=memo,
-                                   skip_block_memory=True)
+        original_min_sum_partition(
+            earlier, cap * MB, earlier.num_nodes, memo=memo, skip_block_memory=True
+        )
     return memo
 
 
-def run_one(inst: Instance, problem: Problem, method: str, optimum: float | None,
-            time_limit_s: float | None, options: dict | None = None) -> dict:
+def run_one(
+    inst: Instance,
+    problem: Problem,
+    method: str,
+    optimum: float | None,
+    time_limit_s: float | None,
+    options: dict | None = None,
+) -> dict:
     start = time.perf_counter()
     r = solve(problem, method, seed=inst.seed, time_limit_s=time_limit_s, **(options or {}))
     wall = time.perf_counter() - start
@@ -151,12 +181,22 @@ def run_one(inst: Instance, problem: Problem, method: str, optimum: float | None
     if method == "exact" and r.status == "optimal":
         optimum = r.bottleneck_s
     return {
-        "instance": inst.key, "model": inst.model, "blocks": problem.num_blocks,
-        "memory": inst.memory, "transfer": inst.transfer, "capacity_mb": inst.capacity_mb,
-        "nodes": inst.nodes, "seed": inst.seed, "method": method, "status": r.status,
-        "bottleneck_s": _num(r.bottleneck_s), "optimum_s": _num(optimum),
-        "ratio": _num(ratio(r.bottleneck_s, optimum)), "time_s": _num(r.runtime_s),
-        "wall_s": _num(wall), "stages": r.plan.num_stages if r.plan else "",
+        "instance": inst.key,
+        "model": inst.model,
+        "blocks": problem.num_blocks,
+        "memory": inst.memory,
+        "transfer": inst.transfer,
+        "capacity_mb": inst.capacity_mb,
+        "nodes": inst.nodes,
+        "seed": inst.seed,
+        "method": method,
+        "status": r.status,
+        "bottleneck_s": _num(r.bottleneck_s),
+        "optimum_s": _num(optimum),
+        "ratio": _num(ratio(r.bottleneck_s, optimum)),
+        "time_s": _num(r.runtime_s),
+        "wall_s": _num(wall),
+        "stages": r.plan.num_stages if r.plan else "",
         "unchecked_bottleneck_s": _num(r.info.get("unchecked_bottleneck_s")),
         "reason": str(reason).replace("\n", " ")[:200],
     }
@@ -164,29 +204,41 @@ def run_one(inst: Instance, problem: Problem, method: str, optimum: float | None
 
 def _meta(out: Path, argv: list[str]) -> None:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         commit = ""
     import numpy
 
     meta = {
         "command": "python experiments/bench_heuristics.py " + " ".join(argv),
-        "git_commit": commit, "python": platform.python_version(), "numpy": numpy.__version__,
-        "machine": platform.machine(), "processor": platform.processor(),
-        "cpus": os.cpu_count(), "platform": platform.platform(),
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def run(instances: list[Instance], methods: list[str], out: Path, exact_limit_s: float,
-        argv: list[str], capacities_mb=()) -> None:
+def run(
+    instances: list[Instance],
+    methods: list[str],
+    out: Path,
+    exact_limit_s: float,
+    argv: list[str],
+    capacities_mb=(),
+) -> None:
     available = solvers.available()
     unknown = [m for m in methods if m not in available]
     if unknown:
-        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; "
-                         f"registered: {', '.join(available)}")
+        raise SystemExit(
+            f"unknown method(s) {', '.join(unknown)}; registered: {', '.join(available)}"
+        )
     have_exact = "exact" in available
     if not have_exact:
         print("note: method 'exact' is not registered: no optimum, ratios stay empty")
@@ -198,11 +250,16 @@ def run(instances: list[Instance], methods: list[str], out: Path, exact_limit_s:
                 done[(row["instance"], row["method"])] = row
     new = not out.exists()
     _meta(out, argv)
-    todo = [inst for inst in instances
-            if any((inst.key, m) not in done for m in methods)
-            or (have_exact and (inst.key, "exact") not in done)]
-    print(f"{len(instances)} instances, {len(instances) - len(todo)} already done; "
-          f"writing {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    todo = [
+        inst
+        for inst in instances
+        if any((inst.key, m) not in done for m in methods)
+        or (have_exact and (inst.key, "exact") not in done)
+    ]
+    print(
+        f"{len(instances)} instances, {len(instances) - len(todo)} already done; "
+        f"writing {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
+    )
     started = time.perf_counter()
     with out.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
@@ -239,9 +296,11 @@ def _quantile(xs: list[float], q: float) -> float:
 
 def _table(rows: list[dict], order: list[str], title: str) -> list[dict]:
     """Print one summary table over ``rows``; return its lines as dicts."""
-    header = (f"{'method':18s} {'runs':>6s} {'plans':>6s} {'rated':>6s} {'mean':>7s} "
-              f"{'median':>7s} {'max':>7s} {'optimal':>8s} {'med ms':>7s} {'p90 ms':>7s} "
-              f"{'max ms':>8s}")
+    header = (
+        f"{'method':18s} {'runs':>6s} {'plans':>6s} {'rated':>6s} {'mean':>7s} "
+        f"{'median':>7s} {'max':>7s} {'optimal':>8s} {'med ms':>7s} {'p90 ms':>7s} "
+        f"{'max ms':>8s}"
+    )
     print(title)
     print(header)
     print("-" * len(header))
@@ -254,19 +313,25 @@ def _table(rows: list[dict], order: list[str], title: str) -> list[dict]:
         ratios = [float(r["ratio"]) for r in plans if r["ratio"] != ""]
         times = [float(r["time_s"]) * 1e3 for r in plans if r["time_s"]]
         stat = {
-            "method": method, "runs": len(mine), "plans": len(plans), "rated": len(ratios),
+            "method": method,
+            "runs": len(mine),
+            "plans": len(plans),
+            "rated": len(ratios),
             "mean_ratio": statistics.fmean(ratios) if ratios else math.nan,
             "median_ratio": statistics.median(ratios) if ratios else math.nan,
             "max_ratio": max(ratios) if ratios else math.nan,
             "optimal": (sum(x <= 1 + 1e-9 for x in ratios) / len(ratios)) if ratios else math.nan,
             "median_ms": statistics.median(times) if times else math.nan,
-            "p90_ms": _quantile(times, 0.9), "max_ms": max(times) if times else math.nan,
+            "p90_ms": _quantile(times, 0.9),
+            "max_ms": max(times) if times else math.nan,
         }
         out.append(stat)
-        print(f"{method:18s} {stat['runs']:6d} {stat['plans']:6d} {stat['rated']:6d} "
-              f"{stat['mean_ratio']:7.4f} {stat['median_ratio']:7.4f} {stat['max_ratio']:7.4f} "
-              f"{100 * stat['optimal']:7.1f}% {stat['median_ms']:7.2f} {stat['p90_ms']:7.2f} "
-              f"{stat['max_ms']:8.1f}")
+        print(
+            f"{method:18s} {stat['runs']:6d} {stat['plans']:6d} {stat['rated']:6d} "
+            f"{stat['mean_ratio']:7.4f} {stat['median_ratio']:7.4f} {stat['max_ratio']:7.4f} "
+            f"{100 * stat['optimal']:7.1f}% {stat['median_ms']:7.2f} {stat['p90_ms']:7.2f} "
+            f"{stat['max_ms']:8.1f}"
+        )
     return out
 
 
@@ -292,23 +357,38 @@ def summarize(paths: list[Path], methods: list[str] | None = None) -> list[dict]
         return out
     optimal = [k for k, r in exact.items() if r["status"] == "optimal"]
     multi = {k for k in optimal if float(exact[k]["bottleneck_s"]) > 0}
-    print(f"(proven optimum on {len(optimal)} of {len(exact)} instances; "
-          f"{len(exact) - len(optimal)} without: "
-          f"{dict(_count(r['status'] for r in exact.values() if r['status'] != 'optimal'))})")
+    print(
+        f"(proven optimum on {len(optimal)} of {len(exact)} instances; "
+        f"{len(exact) - len(optimal)} without: "
+        f"{dict(_count(r['status'] for r in exact.values() if r['status'] != 'optimal'))})"
+    )
     print()
-    _table([r for r in rows if r["instance"] in multi], order,
-           f"instances whose optimum needs two or more stages ({len(multi)})")
-    unchecked = [r for r in rows if r.get("unchecked_bottleneck_s") not in (None, "")
-                 and r["instance"] in multi]
+    _table(
+        [r for r in rows if r["instance"] in multi],
+        order,
+        f"instances whose optimum needs two or more stages ({len(multi)})",
+    )
+    unchecked = [
+        r
+        for r in rows
+        if r.get("unchecked_bottleneck_s") not in (None, "") and r["instance"] in multi
+    ]
     if unchecked:
-        ratios = [float(r["unchecked_bottleneck_s"]) / float(exact[r["instance"]]["bottleneck_s"])
-                  for r in unchecked]
-        print(f"\nover-memory plans (what the original would have reported), "
-              f"{len(unchecked)} on multi-stage instances: ratio to the optimum mean "
-              f"{statistics.fmean(ratios):.4f}, min {min(ratios):.4f}, max {max(ratios):.4f}; "
-              f"{100 * sum(x < 1 - 1e-9 for x in ratios) / len(ratios):.1f}% below the optimum")
-    hard = [r for r in rows if r["model"] == "inceptionresnetv2" and r["capacity_mb"] == "64"
-            and r["nodes"] == "50"]
+        ratios = [
+            float(r["unchecked_bottleneck_s"]) / float(exact[r["instance"]]["bottleneck_s"])
+            for r in unchecked
+        ]
+        print(
+            f"\nover-memory plans (what the original would have reported), "
+            f"{len(unchecked)} on multi-stage instances: ratio to the optimum mean "
+            f"{statistics.fmean(ratios):.4f}, min {min(ratios):.4f}, max {max(ratios):.4f}; "
+            f"{100 * sum(x < 1 - 1e-9 for x in ratios) / len(ratios):.1f}% below the optimum"
+        )
+    hard = [
+        r
+        for r in rows
+        if r["model"] == "inceptionresnetv2" and r["capacity_mb"] == "64" and r["nodes"] == "50"
+    ]
     if hard:
         print()
         _table(hard, order, f"inceptionresnetv2, 64 MB, N = 50 ({len(hard) // len(order)} runs)")
@@ -343,8 +423,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     instances = grid(args.grid, args.models.split(","), args.memory.split(","), args.seeds)
     out = args.out or RESULTS / f"bench_heuristics_{args.grid}.csv"
-    run(instances, args.methods.split(","), out, args.exact_time_limit, argv,
-        capacities_mb=GRIDS[args.grid][0])
+    run(
+        instances,
+        args.methods.split(","),
+        out,
+        args.exact_time_limit,
+        argv,
+        capacities_mb=GRIDS[args.grid][0],
+    )
 
 
 if __name__ == "__main__":

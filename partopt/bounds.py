@@ -112,7 +112,9 @@ def pair_bandwidths_mbps(problem: Problem) -> np.ndarray:
     return np.sort(vals[vals > 0])[::-1]
 
 
-def _compute_ends(problem: Problem, mem_end: np.ndarray, speed: float, limit_s: float) -> np.ndarray:
+def _compute_ends(
+    problem: Problem, mem_end: np.ndarray, speed: float, limit_s: float
+) -> np.ndarray:
     """``mem_end`` shortened so that every stage also computes within ``limit_s`` on ``speed``."""
     b = problem.num_blocks
     p = problem._flops_prefix
@@ -168,7 +170,7 @@ def _relaxation_feasible(problem, theta, pairs, depth, mem_end, smax) -> bool:
         return False  # some block cannot start a stage at all
     # ok[j, c]: cut c could cross the (j+1)-th best pair within theta.
     with np.errstate(divide="ignore", invalid="ignore"):
-        ok = (t[None, :] * 8.0) / (pairs[:depth + 1, None] * 1e6) <= theta
+        ok = (t[None, :] * 8.0) / (pairs[: depth + 1, None] * 1e6) <= theta
     kappa = ok.sum(axis=0)  # pairs good enough for each cut, capped at depth + 1
     allowed = kappa >= 1
     if greedy_stage_count(ends, allowed) > problem.num_nodes:

@@ -19,6 +19,7 @@ import sys
 from partopt import solvers
 from partopt.chain import MEMORY_MODELS, TRANSFER_MODELS
 from partopt.cluster import MB, Cluster, grid_cluster, paper_cluster, ring_cluster
+from partopt.errors import PartoptError
 from partopt.problem import OBJECTIVES, Problem
 from partopt.solve import Result, solve
 
@@ -28,7 +29,7 @@ __all__ = ["main", "build_parser", "CliError"]
 _EXTENSIONS = ("partopt.cli_experiments", "partopt.cli_pipeline")
 
 
-class CliError(ValueError):
+class CliError(PartoptError):
     """A usage problem; printed as one line."""
 
 

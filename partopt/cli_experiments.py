@@ -13,10 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from partopt.errors import PartoptError
+
 __all__ = ["UsageError", "add_parsers", "cmd_sweep", "cmd_report", "main"]
 
 
-class UsageError(ValueError):
+class UsageError(PartoptError):
     """A usage problem; printed as one line."""
 
 
@@ -49,13 +51,23 @@ def cmd_sweep(args) -> int:
         from partopt import solvers
 
         missing = [m for m in config.methods if m not in solvers.available()]
-        print(f"{config.name}: {len(runs)} runs ({', '.join(config.methods)}), "
-              f"{len(runs) - todo} already in {out}, {todo} to run"
-              + (f"; not registered yet: {', '.join(missing)}" if missing else ""))
+        print(
+            f"{config.name}: {len(runs)} runs ({', '.join(config.methods)}), "
+            f"{len(runs) - todo} already in {out}, {todo} to run"
+            + (f"; not registered yet: {', '.join(missing)}" if missing else "")
+        )
         return 0
     redo = [m.strip() for m in args.redo.split(",") if m.strip()] if args.redo else []
-    summary = run_sweep(config, out, jobs=args.jobs, scheduler=args.scheduler, limit=args.limit,
-                        methods=methods, redo=redo, progress=not args.quiet)
+    summary = run_sweep(
+        config,
+        out,
+        jobs=args.jobs,
+        scheduler=args.scheduler,
+        limit=args.limit,
+        methods=methods,
+        redo=redo,
+        progress=not args.quiet,
+    )
     print(summary.line())
     for failure in summary.failures[:5]:
         print(f"  failed: {failure}", file=sys.stderr)
@@ -68,13 +80,25 @@ def cmd_report(args) -> int:
     if args.paper and not args.template:
         raise UsageError("--paper FILE needs --template FILE (the Markdown to render)")
     missing: list[str] = []
-    written = write_report(args.results, args.out, published_dir=args.published,
-                           template=args.template, paper=args.paper, missing=missing)
-    print(f"wrote {len(written)} files to {args.out}"
-          + (f" and {written[-1]}" if args.template else ""))
+    written = write_report(
+        args.results,
+        args.out,
+        published_dir=args.published,
+        template=args.template,
+        paper=args.paper,
+        missing=missing,
+    )
+    print(
+        f"wrote {len(written)} files to {args.out}"
+        + (f" and {written[-1]}" if args.template else "")
+    )
     if missing:
-        print(f"partopt: {len(missing)} template directives have no data yet (shown as n/a): "
-              + ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else ""), file=sys.stderr)
+        print(
+            f"partopt: {len(missing)} template directives have no data yet (shown as n/a): "
+            + ", ".join(missing[:8])
+            + (", ..." if len(missing) > 8 else ""),
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -84,20 +108,33 @@ def add_parsers(subparsers) -> None:
         "sweep",
         help="run an experiment config, appending one JSON record per run (resumable)",
         description="Run every (instance, method, seed) of CONFIG that is not yet in the results "
-                    "file. Safe to kill and rerun: finished runs are skipped.",
+        "file. Safe to kill and rerun: finished runs are skipped.",
     )
     p.add_argument("config", metavar="CONFIG", help="sweep config (.toml or .yaml)")
     p.add_argument("--out", metavar="FILE", help="results file (JSON lines; default: the config's)")
-    p.add_argument("--jobs", "-j", type=_positive_int, metavar="J",
-                   help="worker processes (default: all cores; 1 = no pool)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)")
-    p.add_argument("--limit", type=_positive_int, metavar="N",
-                   help="run at most N new runs this time")
-    p.add_argument("--methods", metavar="A,B",
-                   help="only these of the config's methods (comma-separated)")
-    p.add_argument("--redo", metavar="A,B",
-                   help="drop these methods' records of this config and run them again")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=_positive_int,
+        metavar="J",
+        help="worker processes (default: all cores; 1 = no pool)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)",
+    )
+    p.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="run at most N new runs this time"
+    )
+    p.add_argument(
+        "--methods", metavar="A,B", help="only these of the config's methods (comma-separated)"
+    )
+    p.add_argument(
+        "--redo",
+        metavar="A,B",
+        help="drop these methods' records of this config and run them again",
+    )
     p.add_argument("--dry-run", action="store_true", help="count runs done and to do, run nothing")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
@@ -106,13 +143,23 @@ def add_parsers(subparsers) -> None:
         "report",
         help="turn sweep records into tables (Markdown, CSV) and figures (PNG, PDF)",
     )
-    p.add_argument("results", metavar="RESULTS", nargs="+",
-                   help="results files (JSON lines) or folders holding them")
+    p.add_argument(
+        "results",
+        metavar="RESULTS",
+        nargs="+",
+        help="results files (JSON lines) or folders holding them",
+    )
     p.add_argument("--out", metavar="DIR", default="report", help="output folder (default: report)")
-    p.add_argument("--published", metavar="DIR",
-                   help="the original study's per-configuration CSVs (default: paper/data if present)")
-    p.add_argument("--template", metavar="FILE",
-                   help="a Markdown template whose {{...}} directives pull in generated files")
+    p.add_argument(
+        "--published",
+        metavar="DIR",
+        help="the original study's per-configuration CSVs (default: paper/data if present)",
+    )
+    p.add_argument(
+        "--template",
+        metavar="FILE",
+        help="a Markdown template whose {{...}} directives pull in generated files",
+    )
     p.add_argument("--paper", metavar="FILE", help="where to write the rendered template")
     p.set_defaults(func=cmd_report)
 

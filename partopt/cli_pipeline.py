@@ -21,10 +21,12 @@ import math
 import sys
 from pathlib import Path
 
+from partopt.errors import PartoptError
+
 __all__ = ["PipelineError", "add_parsers", "load_plan_doc", "pipeline_chain"]
 
 
-class PipelineError(ValueError):
+class PipelineError(PartoptError):
     """Bad input to ``export`` or ``emulate``; printed as one line."""
 
 

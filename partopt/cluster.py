@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from partopt.errors import PartoptError
+
 __all__ = [
     "MB",
     "Cluster",
@@ -38,7 +40,7 @@ PAPER_SIDE_M = (1.0, 150.0)
 PAPER_BANDWIDTH_CONSTANT = 283230.0
 
 
-class ClusterError(ValueError):
+class ClusterError(PartoptError):
     """A cluster description that cannot be used; the message says why."""
 
 

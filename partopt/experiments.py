@@ -100,8 +100,16 @@ CLASS_OPTION_NAMES = ("classes", "num_classes", "bandwidth_classes", "C")
 
 _RESERVED_OPTIONS = ("name", "time_limit_s", "solver_seeds")
 _GRID_KEYS = {
-    "models", "memory", "transfer", "cuts", "capacity_mb", "nodes", "seeds", "cluster",
-    "objective", "methods",
+    "models",
+    "memory",
+    "transfer",
+    "cuts",
+    "capacity_mb",
+    "nodes",
+    "seeds",
+    "cluster",
+    "objective",
+    "methods",
 }
 _TOP_KEYS = {"name", "description", "results", "time_limit_s", "models_dir", "grid", "methods"}
 _CLUSTERS = ("paper",)
@@ -263,12 +271,16 @@ def _check_models(models: list, memory: list, transfer: list, cuts: list, what: 
 
     for m in models:
         if not isinstance(m, str) or not m:
-            raise ConfigError(f"{what}.models: each model is a name (resnet50) or synthetic:SEED:BLOCKS")
+            raise ConfigError(
+                f"{what}.models: each model is a name (resnet50) or synthetic:SEED:BLOCKS"
+            )
         if m.startswith("synthetic:"):
             _parse_synthetic(m)
     for x in memory:
         if x not in MEMORY_MODELS:
-            raise ConfigError(f"{what}.memory: unknown memory model {x!r}; choose from {MEMORY_MODELS}")
+            raise ConfigError(
+                f"{what}.memory: unknown memory model {x!r}; choose from {MEMORY_MODELS}"
+            )
     for x in transfer:
         if x not in TRANSFER_MODELS:
             raise ConfigError(
@@ -285,7 +297,9 @@ def _check_registered(methods: Iterable[str]) -> None:
     registered = solvers.available()
     for name in methods:
         if name not in registered:
-            raise ConfigError(f"method {name!r} is not registered; available: {', '.join(registered)}")
+            raise ConfigError(
+                f"method {name!r} is not registered; available: {', '.join(registered)}"
+            )
 
 
 def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = True) -> list[Run]:
@@ -296,7 +310,9 @@ def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = T
     """
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise ConfigError(f"unknown config key {sorted(unknown)[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}")
+        raise ConfigError(
+            f"unknown config key {sorted(unknown)[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}"
+        )
     grids = data.get("grid")
     if isinstance(grids, dict):
         grids = [grids]
@@ -315,7 +331,9 @@ def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = T
         what = f"grid[{gi}]"
         unknown = set(grid) - _GRID_KEYS
         if unknown:
-            raise ConfigError(f"{what}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(sorted(_GRID_KEYS))}")
+            raise ConfigError(
+                f"{what}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(sorted(_GRID_KEYS))}"
+            )
         for key in ("models", "capacity_mb", "nodes", "methods"):
             if key not in grid:
                 raise ConfigError(f"{what} needs {key!r}")
@@ -333,11 +351,15 @@ def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = T
         seeds = _seeds(grid.get("seeds", [0]), f"{what}.seeds")
         cluster = grid.get("cluster", "paper")
         if cluster not in _CLUSTERS:
-            raise ConfigError(f"{what}.cluster: unknown generator {cluster!r}; choose from {_CLUSTERS}")
+            raise ConfigError(
+                f"{what}.cluster: unknown generator {cluster!r}; choose from {_CLUSTERS}"
+            )
         objective = grid.get("objective", "communication")
         if objective != "communication":
             # the paper clusters have no compute speeds, so 'max' has nothing to add
-            raise ConfigError(f"{what}.objective: sweeps support 'communication' only, got {objective!r}")
+            raise ConfigError(
+                f"{what}.objective: sweeps support 'communication' only, got {objective!r}"
+            )
         methods = _method_entries(grid["methods"], global_options, f"{what}.methods")
         if check_methods:
             _check_registered(name for name, _ in methods)
@@ -349,13 +371,22 @@ def expand(data: dict, *, models_dir: str | None = None, check_methods: bool = T
                 tl = opts.get("time_limit_s", default_tl)
                 if tl is not None and not (isinstance(tl, int | float) and tl > 0):
                     raise ConfigError(f"{what}: {name}.time_limit_s must be a positive number")
-                solver_seeds = _seeds(opts["solver_seeds"], f"{name}.solver_seeds") \
-                    if "solver_seeds" in opts else [inst.seed]
+                solver_seeds = (
+                    _seeds(opts["solver_seeds"], f"{name}.solver_seeds")
+                    if "solver_seeds" in opts
+                    else [inst.seed]
+                )
                 for options in _option_runs(opts, f"{what}.{name}"):
                     options = _with_memo_history(options, inst.capacity_mb, caps, what)
                     for s in solver_seeds:
-                        run = Run(inst, name, options, int(s),
-                                  None if tl is None else float(tl), models_dir)
+                        run = Run(
+                            inst,
+                            name,
+                            options,
+                            int(s),
+                            None if tl is None else float(tl),
+                            models_dir,
+                        )
                         if run.key not in seen:
                             seen.add(run.key)
                             runs.append(run)
@@ -445,7 +476,10 @@ def synthetic_chain(seed: int, num_blocks: int):
     log_t = rng.uniform(4.5, 6.8, num_blocks - 1) - 0.8 * depth
     transfer = np.round(10.0**log_t)
     return Chain.from_arrays(
-        np.round(params), transfer, activation_bytes=np.round(act), name=f"synthetic:{seed}:{num_blocks}"
+        np.round(params),
+        transfer,
+        activation_bytes=np.round(act),
+        name=f"synthetic:{seed}:{num_blocks}",
     )
 
 
@@ -489,8 +523,13 @@ def build_problem(instance: Instance, models_dir: str | None = None):
 
     chain = _load_chain(instance.model, instance.cuts, models_dir)
     cluster = paper_cluster(instance.num_nodes, instance.capacity_mb, instance.seed)
-    return Problem(chain, cluster, memory=instance.memory, transfer=instance.transfer,
-                   objective=instance.objective)
+    return Problem(
+        chain,
+        cluster,
+        memory=instance.memory,
+        transfer=instance.transfer,
+        objective=instance.objective,
+    )
 
 
 # -- one run -------------------------------------------------------------------------------
@@ -511,8 +550,12 @@ def _versions() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _machine() -> dict:
-    return {"host": platform.node(), "platform": platform.platform(terse=True),
-            "processor": platform.machine(), "cpus": os.cpu_count()}
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(terse=True),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
 
 
 def _json_value(v):
@@ -561,12 +604,17 @@ def _hard_limit(seconds: float):
     ``solve`` turns the exception into a result with status ``error``.
     Elsewhere (Windows, Dask worker threads) there is no net.
     """
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+    if (
+        not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
 
     def expire(signum, frame):
-        raise HardTimeLimit(f"stopped by the sweep after {seconds:g} s (the solver overran its limit)")
+        raise HardTimeLimit(
+            f"stopped by the sweep after {seconds:g} s (the solver overran its limit)"
+        )
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -605,8 +653,9 @@ def _leaky_memo(instance: Instance, history_mb: tuple, models_dir: str | None) -
     memo: dict = {}
     for cap in history_mb:
         problem = build_problem(replace(instance, capacity_mb=float(cap)), models_dir)
-        original_min_sum_partition(problem, float(cap) * MB, problem.num_nodes, memo=memo,
-                                   skip_block_memory=True)
+        original_min_sum_partition(
+            problem, float(cap) * MB, problem.num_nodes, memo=memo, skip_block_memory=True
+        )
     return memo
 
 
@@ -636,8 +685,9 @@ def execute(run: Run) -> dict:
         options["leaky_memo"] = _leaky_memo(inst, options.pop("memo_history"), run.models_dir)
     try:
         with _hard_limit(_hard_limit_s(run.time_limit_s)):
-            result = solve(problem, run.method, time_limit_s=run.time_limit_s,
-                           seed=run.solver_seed, **options)
+            result = solve(
+                problem, run.method, time_limit_s=run.time_limit_s, seed=run.solver_seed, **options
+            )
         status, error = result.status, result.info.get("error")
     except solvers.SolverRefused as exc:
         result, status, error = None, "error", f"refused: {exc}"
@@ -782,7 +832,7 @@ def append_record(fd: int, record: dict) -> None:
     if written != len(line):  # a short write: finish it, so the line is whole
         view = memoryview(line)[written:]
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
 
 def strip_timings(record: dict) -> dict:
@@ -803,8 +853,13 @@ def strip_timings(record: dict) -> dict:
 def _git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=here,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return (out.stdout.strip() or None) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -838,7 +893,9 @@ def _dask_results(runs: list[Run], address: str) -> Iterator[tuple[dict | None, 
     try:
         from distributed import Client, as_completed
     except ImportError:
-        raise ValueError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
+        raise ValueError(
+            "--scheduler needs dask.distributed: pip install 'dask[distributed]'"
+        ) from None
     try:
         client = Client(address, timeout="20s")
     except (OSError, TimeoutError) as exc:
@@ -846,8 +903,10 @@ def _dask_results(runs: list[Run], address: str) -> Iterator[tuple[dict | None, 
     try:
         window = max(8, 4 * sum(client.nthreads().values()))
         todo = iter(runs)
-        futures = [client.submit(_execute_safely, r, key=f"partopt-{i}-{r.key}", pure=False)
-                   for i, r in enumerate(itertools.islice(todo, window))]
+        futures = [
+            client.submit(_execute_safely, r, key=f"partopt-{i}-{r.key}", pure=False)
+            for i, r in enumerate(itertools.islice(todo, window))
+        ]
         submitted = len(futures)
         ac = as_completed(futures)
         for fut in ac:
@@ -855,8 +914,11 @@ def _dask_results(runs: list[Run], address: str) -> Iterator[tuple[dict | None, 
             fut.release()
             nxt = next(todo, None)
             if nxt is not None:
-                ac.add(client.submit(_execute_safely, nxt, key=f"partopt-{submitted}-{nxt.key}",
-                                     pure=False))
+                ac.add(
+                    client.submit(
+                        _execute_safely, nxt, key=f"partopt-{submitted}-{nxt.key}", pure=False
+                    )
+                )
                 submitted += 1
     finally:
         client.close()
@@ -876,8 +938,10 @@ class SweepSummary:
 
     def line(self) -> str:
         st = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())) or "nothing new"
-        msg = (f"{self.results}: {self.ran} runs in {self.seconds:.1f} s ({st}); "
-               f"{self.already} already done, {self.total} in the sweep")
+        msg = (
+            f"{self.results}: {self.ran} runs in {self.seconds:.1f} s ({st}); "
+            f"{self.already} already done, {self.total} in the sweep"
+        )
         if self.failures:
             msg += f"; {len(self.failures)} runs failed and were not recorded"
         return msg
@@ -929,8 +993,10 @@ def run_sweep(
         methods = list(methods)
         missing = [m for m in methods if m not in config.methods]
         if missing:
-            raise ValueError(f"method {missing[0]!r} is not in config {config.name!r} "
-                             f"(it has {', '.join(config.methods)})")
+            raise ValueError(
+                f"method {missing[0]!r} is not in config {config.name!r} "
+                f"(it has {', '.join(config.methods)})"
+            )
         runs = [r for r in runs if r.method in methods]
     _check_registered(r.method for r in runs)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -945,7 +1011,9 @@ def run_sweep(
     if redo:
         unknown = redo - set(config.methods)
         if unknown:
-            raise ValueError(f"--redo {sorted(unknown)[0]!r}: not a method of config {config.name!r}")
+            raise ValueError(
+                f"--redo {sorted(unknown)[0]!r}: not a method of config {config.name!r}"
+            )
         ours = {r.key for r in config.runs if r.method in redo}
         existing = _drop_records(out, existing, ours)
     done = {r["run_key"] for r in existing}
@@ -968,10 +1036,19 @@ def run_sweep(
     if progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc=config.name, unit="run", smoothing=0.05,
-                   dynamic_ncols=True, file=sys.stderr)
-    results = (_dask_results(todo, scheduler) if scheduler is not None
-               else _pool_results(todo, (os.cpu_count() or 1) if jobs is None else jobs))
+        bar = tqdm(
+            total=len(todo),
+            desc=config.name,
+            unit="run",
+            smoothing=0.05,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+    results = (
+        _dask_results(todo, scheduler)
+        if scheduler is not None
+        else _pool_results(todo, (os.cpu_count() or 1) if jobs is None else jobs)
+    )
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         for rec, failure in results:
@@ -984,11 +1061,15 @@ def run_sweep(
                 failures.append(failure)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in sorted(statuses.items()))
-                                    + (f" failed={len(failures)}" if failures else ""), refresh=False)
+                bar.set_postfix_str(
+                    " ".join(f"{k}={v}" for k, v in sorted(statuses.items()))
+                    + (f" failed={len(failures)}" if failures else ""),
+                    refresh=False,
+                )
     finally:
         os.close(fd)
         if bar is not None:
             bar.close()
-    return SweepSummary(len(runs), already, len(todo), statuses, failures,
-                        time.perf_counter() - start, out)
+    return SweepSummary(
+        len(runs), already, len(todo), statuses, failures, time.perf_counter() - start, out
+    )

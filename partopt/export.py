@@ -44,6 +44,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
+from partopt.errors import PartoptError
+
 __all__ = [
     "ExportError",
     "TensorSpec",
@@ -68,7 +70,7 @@ MANIFEST = "manifest.json"
 """File name of the manifest that :func:`write_export` writes next to the stages."""
 
 
-class ExportError(ValueError):
+class ExportError(PartoptError):
     """A model, chain or plan that cannot be exported; the message says why."""
 
 

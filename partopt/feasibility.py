@@ -20,7 +20,13 @@ import numpy as np
 
 from partopt.problem import Problem
 
-__all__ = ["farthest_ends", "greedy_stage_count", "min_stages", "min_uniform_capacity", "infeasibility_reason"]
+__all__ = [
+    "farthest_ends",
+    "greedy_stage_count",
+    "min_stages",
+    "min_uniform_capacity",
+    "infeasibility_reason",
+]
 
 
 def farthest_ends(problem: Problem, capacity_bytes: float) -> np.ndarray:

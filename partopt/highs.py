@@ -179,11 +179,18 @@ def solve_model(
         from pyomo.contrib.solver.common.results import TerminationCondition as TC
         from pyomo.contrib.solver.solvers.highs import Highs
     except Exception as exc:  # noqa: BLE001 - a broken install is a result, not a traceback
-        return HighsOutcome("error", message=f"pyomo/HiGHS not importable: {exc}",
-                            runtime_s=time.perf_counter() - start)
+        return HighsOutcome(
+            "error",
+            message=f"pyomo/HiGHS not importable: {exc}",
+            runtime_s=time.perf_counter() - start,
+        )
     if time_limit_s is not None and not time_limit_s > 0:
-        return HighsOutcome("no_solution", termination="maxTimeLimit",
-                            message="no time left for HiGHS", runtime_s=0.0)
+        return HighsOutcome(
+            "no_solution",
+            termination="maxTimeLimit",
+            message="no time left for HiGHS",
+            runtime_s=0.0,
+        )
     solver_options = {
         "mip_rel_gap": float(mip_rel_gap),
         "mip_abs_gap": float(mip_abs_gap),
@@ -194,8 +201,11 @@ def solve_model(
     try:
         solver = Highs()
         if not solver.available():
-            return HighsOutcome("error", message="HiGHS (highspy) is not available",
-                                runtime_s=time.perf_counter() - start)
+            return HighsOutcome(
+                "error",
+                message="HiGHS (highspy) is not available",
+                runtime_s=time.perf_counter() - start,
+            )
         # Load first, then give HiGHS what is left of the limit: for large
         # models pyomo's translation takes seconds and counts against it.
         solver.set_instance(model)
@@ -203,9 +213,12 @@ def solve_model(
         if time_limit_s is not None:
             remaining = float(time_limit_s) - (time.perf_counter() - start)
             if remaining <= 0:
-                return HighsOutcome("no_solution", termination="maxTimeLimit",
-                                    message="time limit reached while loading the model",
-                                    runtime_s=time.perf_counter() - start)
+                return HighsOutcome(
+                    "no_solution",
+                    termination="maxTimeLimit",
+                    message="time limit reached while loading the model",
+                    runtime_s=time.perf_counter() - start,
+                )
         results = solver.solve(
             model,
             time_limit=remaining,
@@ -219,8 +232,9 @@ def solve_model(
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - solver trouble is reported, not raised
-        return HighsOutcome("error", message=f"{type(exc).__name__}: {exc}",
-                            runtime_s=time.perf_counter() - start)
+        return HighsOutcome(
+            "error", message=f"{type(exc).__name__}: {exc}", runtime_s=time.perf_counter() - start
+        )
 
     tc = results.termination_condition
     termination = getattr(tc, "name", str(tc))
@@ -236,9 +250,16 @@ def solve_model(
         try:
             results.solution_loader.load_vars()
         except Exception as exc:  # noqa: BLE001
-            return HighsOutcome("error", termination, objective, bound, nodes,
-                                time.perf_counter() - start,
-                                f"could not read HiGHS's solution: {exc}", info)
+            return HighsOutcome(
+                "error",
+                termination,
+                objective,
+                bound,
+                nodes,
+                time.perf_counter() - start,
+                f"could not read HiGHS's solution: {exc}",
+                info,
+            )
 
     if tc == TC.convergenceCriteriaSatisfied and has_incumbent:
         status, message = "optimal", ""
@@ -247,9 +268,17 @@ def solve_model(
     elif tc == TC.provenInfeasible:
         status, message = "infeasible", "HiGHS proved the model infeasible"
     elif tc == TC.infeasibleOrUnbounded and not has_incumbent and _all_variables_bounded(model):
-        status, message = "infeasible", "HiGHS: infeasible or unbounded, and every variable is bounded"
-    elif tc in (TC.error, TC.licensingProblems, TC.unbounded, TC.infeasibleOrUnbounded,
-                TC.emptyModel):
+        status, message = (
+            "infeasible",
+            "HiGHS: infeasible or unbounded, and every variable is bounded",
+        )
+    elif tc in (
+        TC.error,
+        TC.licensingProblems,
+        TC.unbounded,
+        TC.infeasibleOrUnbounded,
+        TC.emptyModel,
+    ):
         status, message = "error", f"HiGHS stopped with {termination}"
         if has_incumbent:
             status = "feasible"
@@ -257,8 +286,9 @@ def solve_model(
         status, message = "feasible", f"HiGHS stopped with {termination} (incumbent kept)"
     else:
         status, message = "no_solution", f"HiGHS stopped with {termination} and no incumbent"
-    return HighsOutcome(status, termination, objective, bound, nodes,
-                        time.perf_counter() - start, message, info)
+    return HighsOutcome(
+        status, termination, objective, bound, nodes, time.perf_counter() - start, message, info
+    )
 
 
 # -- matrix-form LP feasibility -------------------------------------------------
@@ -330,8 +360,18 @@ class LpSession:
     * otherwise ``no_solution`` ("not decided") or ``error``.
     """
 
-    def __init__(self, cost, a_csc, row_lower, row_upper, col_lower, col_upper, *,
-                 threads: int = DEFAULT_THREADS, seed: int = 0) -> None:
+    def __init__(
+        self,
+        cost,
+        a_csc,
+        row_lower,
+        row_upper,
+        col_lower,
+        col_upper,
+        *,
+        threads: int = DEFAULT_THREADS,
+        seed: int = 0,
+    ) -> None:
         import numpy as np
 
         self.cost = np.asarray(cost, dtype=float)
@@ -359,7 +399,9 @@ class LpSession:
             lp.col_cost_ = self.cost
             lp.col_lower_ = self.col_lower
             lp.col_upper_ = self.col_upper
-            lp.row_lower_ = np.where(np.isfinite(self.row_lower), self.row_lower, -highspy.kHighsInf)
+            lp.row_lower_ = np.where(
+                np.isfinite(self.row_lower), self.row_lower, -highspy.kHighsInf
+            )
             lp.row_upper_ = np.where(np.isfinite(self.row_upper), self.row_upper, highspy.kHighsInf)
             lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
             lp.a_matrix_.start_ = a_csc.indptr
@@ -380,8 +422,9 @@ class LpSession:
         if self._h is None:
             return HighsOutcome("error", message=self._error or "no HiGHS instance")
         if time_limit_s is not None and not time_limit_s > 0:
-            return HighsOutcome("no_solution", termination="maxTimeLimit",
-                                message="no time left for HiGHS")
+            return HighsOutcome(
+                "no_solution", termination="maxTimeLimit", message="no time left for HiGHS"
+            )
         try:
             import highspy
 
@@ -390,11 +433,16 @@ class LpSession:
                 col_upper = np.asarray(col_upper, dtype=float)
                 changed = np.flatnonzero(col_upper != self.col_upper)
                 if changed.size:
-                    h.changeColsBounds(int(changed.size), changed.astype(np.int32),
-                                       self.col_lower[changed], col_upper[changed])
+                    h.changeColsBounds(
+                        int(changed.size),
+                        changed.astype(np.int32),
+                        self.col_lower[changed],
+                        col_upper[changed],
+                    )
                     self.col_upper = col_upper.copy()
-            h.setOptionValue("time_limit", float("inf") if time_limit_s is None
-                             else float(time_limit_s))
+            h.setOptionValue(
+                "time_limit", float("inf") if time_limit_s is None else float(time_limit_s)
+            )
             h.run()
             status = h.getModelStatus()
             runtime = time.perf_counter() - start
@@ -405,36 +453,58 @@ class LpSession:
                 x = np.asarray(sol.col_value, dtype=float)
                 y = np.asarray(sol.row_dual, dtype=float)
                 bound = _safe_lower_bound(self.cost, *args, y)
-                return HighsOutcome("optimal", name, float(self.cost @ x), bound, 0, runtime,
-                                    info={"x": x})
+                return HighsOutcome(
+                    "optimal", name, float(self.cost @ x), bound, 0, runtime, info={"x": x}
+                )
             if status == highspy.HighsModelStatus.kInfeasible:
                 _, has_ray, ray = h.getDualRay()
                 if has_ray:
                     ray = np.asarray(ray, dtype=float)
                     gap = max(_farkas_gap(*args, ray), _farkas_gap(*args, -ray))
                     if gap > 1e-9:
-                        return HighsOutcome("infeasible", name, runtime_s=runtime,
-                                            message="Farkas certificate checked",
-                                            info={"farkas_gap": gap})
-                return HighsOutcome("no_solution", name, runtime_s=runtime,
-                                    message="HiGHS said infeasible but gave no certificate "
-                                            "that checks out")
-            return HighsOutcome("no_solution", name, runtime_s=runtime,
-                                message=f"HiGHS stopped with {name}")
+                        return HighsOutcome(
+                            "infeasible",
+                            name,
+                            runtime_s=runtime,
+                            message="Farkas certificate checked",
+                            info={"farkas_gap": gap},
+                        )
+                return HighsOutcome(
+                    "no_solution",
+                    name,
+                    runtime_s=runtime,
+                    message="HiGHS said infeasible but gave no certificate that checks out",
+                )
+            return HighsOutcome(
+                "no_solution", name, runtime_s=runtime, message=f"HiGHS stopped with {name}"
+            )
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - solver trouble is reported, not raised
-            return HighsOutcome("error", message=f"{type(exc).__name__}: {exc}",
-                                runtime_s=time.perf_counter() - start)
+            return HighsOutcome(
+                "error",
+                message=f"{type(exc).__name__}: {exc}",
+                runtime_s=time.perf_counter() - start,
+            )
 
 
-def solve_lp(cost, a_csc, row_lower, row_upper, col_lower, col_upper, *,
-             time_limit_s: float | None = None, threads: int = DEFAULT_THREADS,
-             seed: int = 0) -> HighsOutcome:
+def solve_lp(
+    cost,
+    a_csc,
+    row_lower,
+    row_upper,
+    col_lower,
+    col_upper,
+    *,
+    time_limit_s: float | None = None,
+    threads: int = DEFAULT_THREADS,
+    seed: int = 0,
+) -> HighsOutcome:
     """Solve an LP once (see :class:`LpSession` for what is checked); never raises."""
     try:
-        session = LpSession(cost, a_csc, row_lower, row_upper, col_lower, col_upper,
-                            threads=threads, seed=seed)
+        session = LpSession(
+            cost, a_csc, row_lower, row_upper, col_lower, col_upper, threads=threads, seed=seed
+        )
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. arrays that are not arrays

@@ -73,6 +73,8 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from partopt.errors import PartoptError
+
 if TYPE_CHECKING:  # onnx is imported lazily: chain.py users need not pay for it
     import onnx
 
@@ -88,7 +90,7 @@ __all__ = [
 ]
 
 
-class ModelError(ValueError):
+class ModelError(PartoptError):
     """A model that partopt cannot plan for; the message is one line."""
 
 

@@ -162,9 +162,7 @@ def min_sum_partition(
     return sorted(cuts)
 
 
-def min_max_partition(
-    problem: Problem, capacity_bytes: float, max_stages: int
-) -> list[int] | None:
+def min_max_partition(problem: Problem, capacity_bytes: float, max_stages: int) -> list[int] | None:
     """Cuts of the partition whose largest transfer is smallest, ties broken by smallest sum.
 
     Binary search over the sorted distinct transfers: a threshold is

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from partopt.errors import PartoptError
 from partopt.problem import Problem
 
 __all__ = ["InvalidPlan", "Plan", "Stage", "StageReport", "Evaluation", "evaluate"]
@@ -20,7 +21,7 @@ MEMORY_TOLERANCE = 1e-9
 """Relative slack on memory checks, so that float sums do not reject exact fits."""
 
 
-class InvalidPlan(ValueError):
+class InvalidPlan(PartoptError):
     """A plan that breaks a rule of the problem; the message names the rule."""
 
 

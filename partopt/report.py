@@ -116,7 +116,9 @@ def _result_files(paths: Iterable[str | Path]) -> list[Path]:
         if p.is_dir():
             plain = sorted(p.glob("*.jsonl"))
             # a snapshot NAME.jsonl.gz only counts when its working file NAME.jsonl is absent
-            files += plain + sorted(g for g in p.glob("*.jsonl.gz") if g.with_suffix("") not in plain)
+            files += plain + sorted(
+                g for g in p.glob("*.jsonl.gz") if g.with_suffix("") not in plain
+            )
         elif p.exists():
             files.append(p)
         else:
@@ -162,13 +164,15 @@ def load_published(directory: str | Path | None) -> dict[str, list[dict]]:
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh):
                 c = row.get("# of Bandwidth Classes")
-                rows.append({
-                    "model": row["Model"].strip().lower(),
-                    "capacity_mb": float(row["Node Memory Capacity (MB)"]),
-                    "nodes": int(row["# of Nodes"]),
-                    "C": int(c) if c not in (None, "") else None,
-                    "value": float(row["Bottleneck Latency (s)"] or "nan"),
-                })
+                rows.append(
+                    {
+                        "model": row["Model"].strip().lower(),
+                        "capacity_mb": float(row["Node Memory Capacity (MB)"]),
+                        "nodes": int(row["# of Nodes"]),
+                        "C": int(c) if c not in (None, "") else None,
+                        "value": float(row["Bottleneck Latency (s)"] or "nan"),
+                    }
+                )
         out[method] = rows
     return out
 
@@ -264,7 +268,9 @@ def instance_summary(records: Iterable[dict]) -> dict[str, InstanceSummary]:
     return out
 
 
-def annotate(records: Sequence[dict], summary: dict[str, InstanceSummary] | None = None) -> list[dict]:
+def annotate(
+    records: Sequence[dict], summary: dict[str, InstanceSummary] | None = None
+) -> list[dict]:
     """Copies of ``records`` with ``label``, ``regime``, ``optimum``, ``ratio``,
     ``gap_best`` (gap to the best bound known for the instance), ``original_bound_s``
     and ``nontrivial`` added."""
@@ -277,18 +283,25 @@ def annotate(records: Sequence[dict], summary: dict[str, InstanceSummary] | None
         row["regime"] = regime(rec)
         row["optimum"] = s.optimum
         row["infeasible_instance"] = s.infeasible
-        row["nontrivial"] = (s.optimum > 0) if s.optimum is not None else (
-            None if s.min_stages is None else s.min_stages > 1)
+        row["nontrivial"] = (
+            (s.optimum > 0)
+            if s.optimum is not None
+            else (None if s.min_stages is None else s.min_stages > 1)
+        )
         b = rec.get("bottleneck_s") if _has_plan(rec) else None
         row["ratio"] = _ratio(b, s.optimum) if b is not None and s.optimum is not None else None
         row["gap_best"] = None
         if b is not None and s.best_bound is not None:
             row["gap_best"] = 0.0 if b <= 0 else max(0.0, (b - s.best_bound) / b)
         row["original_bound_s"] = None
-        if b is not None and rec.get("plan_max_transfer_bytes") is not None and rec.get(
-                "max_bandwidth_mbps"):
-            row["original_bound_s"] = rec["plan_max_transfer_bytes"] * 8.0 / (
-                rec["max_bandwidth_mbps"] * 1e6)
+        if (
+            b is not None
+            and rec.get("plan_max_transfer_bytes") is not None
+            and rec.get("max_bandwidth_mbps")
+        ):
+            row["original_bound_s"] = (
+                rec["plan_max_transfer_bytes"] * 8.0 / (rec["max_bandwidth_mbps"] * 1e6)
+            )
         out.append(row)
     return out
 
@@ -310,8 +323,10 @@ class Table:
     def markdown(self) -> str:
         fmts = self.formats or [_fmt_any] * len(self.headers)
         text_col = [all(isinstance(r[i], str) for r in self.rows) for i in range(len(self.headers))]
-        lines = ["| " + " | ".join(self.headers) + " |",
-                 "|" + "|".join("---" if t else "---:" for t in text_col) + "|"]
+        lines = [
+            "| " + " | ".join(self.headers) + " |",
+            "|" + "|".join("---" if t else "---:" for t in text_col) + "|",
+        ]
         for row in self.rows:
             lines.append("| " + " | ".join(f(v) for f, v in zip(fmts, row, strict=True)) + " |")
         text = "\n".join(lines) + "\n"
@@ -374,8 +389,12 @@ def _label_sort_key(lab: str):
     return (m.group(1), int(m.group(2) or 0), m.group(3)) if m else (lab, 0, "")
 
 
-def quality_table(rows: Sequence[dict], by: Sequence[str] = ("model", "capacity_mb"),
-                  name: str = "quality", title: str = "") -> Table:
+def quality_table(
+    rows: Sequence[dict],
+    by: Sequence[str] = ("model", "capacity_mb"),
+    name: str = "quality",
+    title: str = "",
+) -> Table:
     """Per regime, group and method: ratio to the proven optimum.
 
     Over nontrivial instances with a known optimum and not proven
@@ -396,14 +415,32 @@ def quality_table(rows: Sequence[dict], by: Sequence[str] = ("model", "capacity_
         mean, median, worst = _stats(ratios)
         optimal = sum(r <= 1 + OPTIMAL_RTOL for r in ratios) / len(g)
         out.append([*key, len(g), len(ratios), mean, median, worst, optimal])
-    headers = ["regime", *by, "method", "instances", "solved", "mean ratio", "median ratio",
-               "max ratio", "optimal"]
-    fmts = [str] + [_fmt_any] * len(by) + [str, _fmt_int, _fmt_int, _fmt_ratio, _fmt_ratio,
-                                           _fmt_ratio, _fmt_pct]
-    return Table(name, title or "Ratio to the proven optimum", headers, out, fmts,
-                 note="Ratio = bottleneck / proven optimum over nontrivial instances (the model "
-                      "needs two or more nodes); optimal = share within 1e-6 of the optimum "
-                      "(failures count as not optimal).")
+    headers = [
+        "regime",
+        *by,
+        "method",
+        "instances",
+        "solved",
+        "mean ratio",
+        "median ratio",
+        "max ratio",
+        "optimal",
+    ]
+    fmts = (
+        [str]
+        + [_fmt_any] * len(by)
+        + [str, _fmt_int, _fmt_int, _fmt_ratio, _fmt_ratio, _fmt_ratio, _fmt_pct]
+    )
+    return Table(
+        name,
+        title or "Ratio to the proven optimum",
+        headers,
+        out,
+        fmts,
+        note="Ratio = bottleneck / proven optimum over nontrivial instances (the model "
+        "needs two or more nodes); optimal = share within 1e-6 of the optimum "
+        "(failures count as not optimal).",
+    )
 
 
 def bound_gap_table(rows: Sequence[dict], name: str = "bound_gap", title: str = "") -> Table:
@@ -423,17 +460,23 @@ def bound_gap_table(rows: Sequence[dict], name: str = "bound_gap", title: str = 
     for key in sorted(groups, key=lambda k: (k[0], _label_sort_key(k[1]))):
         gaps = [r["gap_best"] for r in groups[key]]
         mean, median, worst = _stats(gaps)
-        out.append([*key, len(gaps), sum(r["optimum"] is None for r in groups[key]), mean, median,
-                    worst])
-    return Table(name, title or "Gap to the best bound known", ["regime", "method", "instances",
-                 "unproven", "mean gap", "median gap", "max gap"], out,
-                 [str, str, _fmt_int, _fmt_int, _fmt_pct, _fmt_pct, _fmt_pct],
-                 note="Gap = (bottleneck - best bound) / bottleneck; the best bound of an instance "
-                      "is its proven optimum, or else the largest lower bound any run reported.")
+        out.append(
+            [*key, len(gaps), sum(r["optimum"] is None for r in groups[key]), mean, median, worst]
+        )
+    return Table(
+        name,
+        title or "Gap to the best bound known",
+        ["regime", "method", "instances", "unproven", "mean gap", "median gap", "max gap"],
+        out,
+        [str, str, _fmt_int, _fmt_int, _fmt_pct, _fmt_pct, _fmt_pct],
+        note="Gap = (bottleneck - best bound) / bottleneck; the best bound of an instance "
+        "is its proven optimum, or else the largest lower bound any run reported.",
+    )
 
 
-def runtime_table(rows: Sequence[dict], by: Sequence[str] = ("nodes",), name: str = "runtime",
-                  title: str = "") -> Table:
+def runtime_table(
+    rows: Sequence[dict], by: Sequence[str] = ("nodes",), name: str = "runtime", title: str = ""
+) -> Table:
     """Per regime, group and method: solver runtime in milliseconds (median, mean, max)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
@@ -443,15 +486,39 @@ def runtime_table(rows: Sequence[dict], by: Sequence[str] = ("nodes",), name: st
     for key in sorted(groups, key=lambda k: (*k[:-1], _label_sort_key(k[-1]))):
         t = np.asarray([r["runtime_s"] for r in groups[key]])
         proven = sum(r["status"] == "optimal" for r in groups[key]) / len(t)
-        out.append([*key, len(t), float(np.median(t)), float(t.mean()),
-                    float(np.percentile(t, 95)), float(t.max()), proven])
-    headers = ["regime", *by, "method", "runs", "median ms", "mean ms", "p95 ms", "max ms",
-               "proven optimal"]
+        out.append(
+            [
+                *key,
+                len(t),
+                float(np.median(t)),
+                float(t.mean()),
+                float(np.percentile(t, 95)),
+                float(t.max()),
+                proven,
+            ]
+        )
+    headers = [
+        "regime",
+        *by,
+        "method",
+        "runs",
+        "median ms",
+        "mean ms",
+        "p95 ms",
+        "max ms",
+        "proven optimal",
+    ]
     fmts = [str] + [_fmt_any] * len(by) + [str, _fmt_int] + [_fmt_ms] * 4 + [_fmt_pct]
-    return Table(name, title or "Solver runtime", headers, out, fmts,
-                 note="Wall-clock time inside the solver (bounds and evaluation excluded), "
-                      "in milliseconds; instances proven infeasible before solving are left out. "
-                      "Proven optimal: share of runs ending with status optimal.")
+    return Table(
+        name,
+        title or "Solver runtime",
+        headers,
+        out,
+        fmts,
+        note="Wall-clock time inside the solver (bounds and evaluation excluded), "
+        "in milliseconds; instances proven infeasible before solving are left out. "
+        "Proven optimal: share of runs ending with status optimal.",
+    )
 
 
 def consistency_table(summary: dict[str, InstanceSummary]) -> Table:
@@ -461,8 +528,14 @@ def consistency_table(summary: dict[str, InstanceSummary]) -> Table:
         vals = [v for _, v in s.optima]
         if vals and max(vals) > min(vals) * (1 + OPTIMAL_RTOL) + 1e-12:
             out.append([s.key, "; ".join(f"{m}: {v:.9g}" for m, v in s.optima)])
-    return Table("consistency", "Proven optima that disagree", ["instance", "optima"], out,
-                 [str, str], note=f"{len(out)} instances.")
+    return Table(
+        "consistency",
+        "Proven optima that disagree",
+        ["instance", "optima"],
+        out,
+        [str, str],
+        note=f"{len(out)} instances.",
+    )
 
 
 # -- the original study's way of averaging ----------------------------------------------------
@@ -490,10 +563,13 @@ def config_averages(rows: Sequence[dict]) -> dict[tuple, float]:
     """
     groups: dict[tuple, list[float]] = defaultdict(list)
     for r in rows:
-        groups[(r["regime"], r["method"], r["model"].lower(), r["capacity_mb"], r["nodes"],
-                r.get("C"))].append(_original_value(r))
-    return {k: (float(np.mean(v)) if all(map(math.isfinite, v)) else math.nan)
-            for k, v in groups.items()}
+        groups[
+            (r["regime"], r["method"], r["model"].lower(), r["capacity_mb"], r["nodes"], r.get("C"))
+        ].append(_original_value(r))
+    return {
+        k: (float(np.mean(v)) if all(map(math.isfinite, v)) else math.nan)
+        for k, v in groups.items()
+    }
 
 
 def _published_configs(published: dict, method: str) -> set[tuple] | None:
@@ -503,8 +579,14 @@ def _published_configs(published: dict, method: str) -> set[tuple] | None:
     return {(r["model"], r["capacity_mb"], r["nodes"], r["C"]) for r in rows}
 
 
-def _original_mean(avgs: dict, reg: str, method: str, nodes: int | None, allowed: set | None,
-                   fits_one: dict | None = None) -> tuple[float | None, int]:
+def _original_mean(
+    avgs: dict,
+    reg: str,
+    method: str,
+    nodes: int | None,
+    allowed: set | None,
+    fits_one: dict | None = None,
+) -> tuple[float | None, int]:
     """Mean over configurations of the per-configuration averages (nan dropped)."""
     vals = []
     for (rg, m, model, cap, n, c), v in avgs.items():
@@ -528,12 +610,17 @@ def _fits_one_node(rows: Sequence[dict]) -> dict[tuple, bool]:
 
 
 def _published_mean(published: dict, method: str, nodes: int | None) -> float | None:
-    vals = [r["value"] for r in published.get(method, [])
-            if (nodes is None or r["nodes"] == nodes) and not math.isnan(r["value"])]
+    vals = [
+        r["value"]
+        for r in published.get(method, [])
+        if (nodes is None or r["nodes"] == nodes) and not math.isnan(r["value"])
+    ]
     return float(np.mean(vals)) if vals else None
 
 
-def _matched(rows: Sequence[dict], reg: str, labels: Sequence[str], nodes: int) -> list[dict[str, dict]]:
+def _matched(
+    rows: Sequence[dict], reg: str, labels: Sequence[str], nodes: int
+) -> list[dict[str, dict]]:
     """Per nontrivial, feasible instance of ``reg`` with ``nodes`` nodes where every label has a
     plan: label -> record."""
     per: dict[str, dict[str, dict]] = defaultdict(dict)
@@ -564,8 +651,7 @@ def _seifer_labels(rows: Sequence[dict]) -> list[tuple[str, str]]:
     return out
 
 
-def headline_table(rows: Sequence[dict], published: dict,
-                   numbers: dict | None = None) -> Table:
+def headline_table(rows: Sequence[dict], published: dict, numbers: dict | None = None) -> Table:
     """The three published claims, computed the original way and the right way.
 
     * random vs seifer at N = 50: mean bottleneck of random / of seifer;
@@ -592,7 +678,10 @@ def headline_table(rows: Sequence[dict], published: dict,
         numbers[name] = value
         return value
 
-    pub_r, pub_g = _published_mean(published, "random", 50), _published_mean(published, "greedy", 50)
+    pub_r, pub_g = (
+        _published_mean(published, "random", 50),
+        _published_mean(published, "greedy", 50),
+    )
     pub_k = _published_mean(published, "seifer", 50)
     pub_10x = None if pub_r is None or not pub_k else pub_r / pub_k
     pub_35 = None if pub_g is None or pub_k is None else 1 - pub_k / pub_g
@@ -607,60 +696,116 @@ def headline_table(rows: Sequence[dict], published: dict,
             k_orig, n_k = _original_mean(avgs, reg, method, 50, allowed_k, fits_one=fits_one)
             # claim 1: random vs seifer
             if "random" in labels_present:
-                r_orig, n_r = _original_mean(avgs, reg, "random", 50,
-                                             _published_configs(published, "random"), fits_one=fits_one)
+                r_orig, n_r = _original_mean(
+                    avgs,
+                    reg,
+                    "random",
+                    50,
+                    _published_configs(published, "random"),
+                    fits_one=fits_one,
+                )
                 orig = None if r_orig is None or not k_orig else r_orig / k_orig
                 m = _matched(regrows, reg, ["random", lab], 50)
                 right, med = _ratio_of_means(m, "random", lab)
-                out.append(["random vs seifer at N=50 (bottleneck of random / of seifer)", reg, lab,
-                            "10x", pub_10x, put(f"{tag}.random_vs_seifer.original", orig),
-                            put(f"{tag}.random_vs_seifer.right", right),
-                            put(f"{tag}.random_vs_seifer.right_median", med),
-                            put(f"{tag}.random_vs_seifer.matched", len(m))])
+                out.append(
+                    [
+                        "random vs seifer at N=50 (bottleneck of random / of seifer)",
+                        reg,
+                        lab,
+                        "10x",
+                        pub_10x,
+                        put(f"{tag}.random_vs_seifer.original", orig),
+                        put(f"{tag}.random_vs_seifer.right", right),
+                        put(f"{tag}.random_vs_seifer.right_median", med),
+                        put(f"{tag}.random_vs_seifer.matched", len(m)),
+                    ]
+                )
             # claim 2: greedy vs seifer
             if "greedy" in labels_present:
-                g_orig, _ = _original_mean(avgs, reg, "greedy", 50,
-                                           _published_configs(published, "greedy"), fits_one=fits_one)
+                g_orig, _ = _original_mean(
+                    avgs,
+                    reg,
+                    "greedy",
+                    50,
+                    _published_configs(published, "greedy"),
+                    fits_one=fits_one,
+                )
                 orig = None if g_orig is None or k_orig is None else 1 - k_orig / g_orig
                 m = _matched(regrows, reg, ["greedy", lab], 50)
                 ratio, med = _ratio_of_means(m, lab, "greedy")
                 right = None if ratio is None else 1 - ratio
-                out.append(["greedy vs seifer at N=50 (1 - seifer / greedy)", reg, lab, "35%",
-                            pub_35, put(f"{tag}.greedy_vs_seifer.original", orig),
-                            put(f"{tag}.greedy_vs_seifer.right", right),
-                            put(f"{tag}.greedy_vs_seifer.right_median",
-                                None if med is None else 1 - med),
-                            put(f"{tag}.greedy_vs_seifer.matched", len(m))])
+                out.append(
+                    [
+                        "greedy vs seifer at N=50 (1 - seifer / greedy)",
+                        reg,
+                        lab,
+                        "35%",
+                        pub_35,
+                        put(f"{tag}.greedy_vs_seifer.original", orig),
+                        put(f"{tag}.greedy_vs_seifer.right", right),
+                        put(
+                            f"{tag}.greedy_vs_seifer.right_median", None if med is None else 1 - med
+                        ),
+                        put(f"{tag}.greedy_vs_seifer.matched", len(m)),
+                    ]
+                )
             # claim 3: approximation ratio
             # over the models the original studied (all models without its CSVs)
             studied = {r["model"] for r in published.get("seifer", [])}
-            sel = [r for r in regrows if r["label"] == lab and r["nodes"] == 50
-                   and r["capacity_mb"] == 64 and (not studied or r["model"].lower() in studied)]
+            sel = [
+                r
+                for r in regrows
+                if r["label"] == lab
+                and r["nodes"] == 50
+                and r["capacity_mb"] == 64
+                and (not studied or r["model"].lower() in studied)
+            ]
             # the original bound needs the chosen partition, so only clusters with a plan count
             with_bound = [r for r in sel if r["original_bound_s"] is not None]
             bounds = [r["original_bound_s"] for r in with_bound]
             orig = None
             if bounds and sum(bounds) > 0:
-                orig = float(np.mean([r["bottleneck_s"] for r in with_bound])) / float(np.mean(bounds))
+                orig = float(np.mean([r["bottleneck_s"] for r in with_bound])) / float(
+                    np.mean(bounds)
+                )
             ok = [r for r in sel if r["ratio"] is not None and r["nontrivial"]]
             right = float(np.mean([r["ratio"] for r in ok])) if ok else None
             med = float(np.median([r["ratio"] for r in ok])) if ok else None
-            out.append(["seifer's approximation ratio at N=50, 64 MB", reg, lab, "1.092", None,
-                        put(f"{tag}.approximation.original", orig),
-                        put(f"{tag}.approximation.right", right),
-                        put(f"{tag}.approximation.right_median", med),
-                        put(f"{tag}.approximation.matched", len(ok))])
+            out.append(
+                [
+                    "seifer's approximation ratio at N=50, 64 MB",
+                    reg,
+                    lab,
+                    "1.092",
+                    None,
+                    put(f"{tag}.approximation.original", orig),
+                    put(f"{tag}.approximation.right", right),
+                    put(f"{tag}.approximation.right_median", med),
+                    put(f"{tag}.approximation.matched", len(ok)),
+                ]
+            )
             put(f"{tag}.configs_at_n50", n_k)
-    headers = ["claim", "regime", "seifer variant", "claimed", "published CSVs", "ours, original way",
-               "ours, right way", "right way, median", "matched instances"]
+    headers = [
+        "claim",
+        "regime",
+        "seifer variant",
+        "claimed",
+        "published CSVs",
+        "ours, original way",
+        "ours, right way",
+        "right way, median",
+        "matched instances",
+    ]
     fmts = [str, str, str, str, _fmt_claim, _fmt_claim, _fmt_claim, _fmt_claim, _fmt_int]
-    note = ("Original way: per-configuration averages (failures as 0, infeasible as inf), over the "
-            "configurations the published CSVs report (including, for seifer, those where the model "
-            "fits one node), against the original lower bound max(chosen transfer) / max(bandwidth). "
-            "Right way: matched instances (same cluster, model needs two or more nodes, both methods "
-            "return a plan), ratio of mean bottlenecks; the approximation ratio is the mean of "
-            "bottleneck / proven optimum. Median: of the per-instance ratios. The approximation "
-            "ratio covers the models of the published CSVs, at C = 20.")
+    note = (
+        "Original way: per-configuration averages (failures as 0, infeasible as inf), over the "
+        "configurations the published CSVs report (including, for seifer, those where the model "
+        "fits one node), against the original lower bound max(chosen transfer) / max(bandwidth). "
+        "Right way: matched instances (same cluster, model needs two or more nodes, both methods "
+        "return a plan), ratio of mean bottlenecks; the approximation ratio is the mean of "
+        "bottleneck / proven optimum. Median: of the per-instance ratios. The approximation "
+        "ratio covers the models of the published CSVs, at C = 20."
+    )
     return Table("headline", "The headline claims, recomputed", headers, out, fmts, note)
 
 
@@ -690,8 +835,11 @@ def reproduction_table(rows: Sequence[dict], published: dict) -> Table:
     avgs = config_averages(paper_rows)
     optima = _config_optima(paper_rows)
     out = []
-    methods_for = {"random": ["random"], "greedy": ["greedy"],
-                   "seifer": ["seifer", "seifer-original"]}
+    methods_for = {
+        "random": ["random"],
+        "greedy": ["greedy"],
+        "seifer": ["seifer", "seifer-original"],
+    }
     for pub_method, pub_rows in published.items():
         for pr in pub_rows:
             config = (pr["model"], pr["capacity_mb"], pr["nodes"])
@@ -706,20 +854,57 @@ def reproduction_table(rows: Sequence[dict], published: dict) -> Table:
                 rel = None
                 if not math.isnan(pr["value"]) and not math.isnan(mine) and pr["value"] > 0:
                     rel = mine / pr["value"]
-                out.append([ours, PUBLISHED_MODELS.get(pr["model"], pr["model"]), pr["capacity_mb"],
-                            pr["nodes"], pr["C"], pr["value"], mine, rel, opt, below])
+                out.append(
+                    [
+                        ours,
+                        PUBLISHED_MODELS.get(pr["model"], pr["model"]),
+                        pr["capacity_mb"],
+                        pr["nodes"],
+                        pr["C"],
+                        pr["value"],
+                        mine,
+                        rel,
+                        opt,
+                        below,
+                    ]
+                )
     out.sort(key=lambda r: (r[0], r[1], r[2], r[3], r[4] or 0))
-    headers = ["method", "model", "capacity MB", "N", "C", "published s", "ours s", "ours / published",
-               "optimum s", "published / optimum"]
-    fmts = [str, str, _fmt_num, _fmt_int, _fmt_int, _fmt_any, _fmt_any, _fmt_ratio, _fmt_any,
-            _fmt_ratio]
-    return Table("reproduction", "Reproduction of the published per-configuration averages",
-                 headers, out, fmts,
-                 note="Both under the paper memory and transfer models, averaged the original way "
-                      "(failures as 0, infeasible as inf, shown as nan). Optimum: the mean proven "
-                      "optimum of the configuration's clusters under the same models; a published "
-                      "average below it (published / optimum < 1) is below what any valid plan "
-                      "achieves under partopt's reading of those models.")
+    headers = [
+        "method",
+        "model",
+        "capacity MB",
+        "N",
+        "C",
+        "published s",
+        "ours s",
+        "ours / published",
+        "optimum s",
+        "published / optimum",
+    ]
+    fmts = [
+        str,
+        str,
+        _fmt_num,
+        _fmt_int,
+        _fmt_int,
+        _fmt_any,
+        _fmt_any,
+        _fmt_ratio,
+        _fmt_any,
+        _fmt_ratio,
+    ]
+    return Table(
+        "reproduction",
+        "Reproduction of the published per-configuration averages",
+        headers,
+        out,
+        fmts,
+        note="Both under the paper memory and transfer models, averaged the original way "
+        "(failures as 0, infeasible as inf, shown as nan). Optimum: the mean proven "
+        "optimum of the configuration's clusters under the same models; a published "
+        "average below it (published / optimum < 1) is below what any valid plan "
+        "achieves under partopt's reading of those models.",
+    )
 
 
 def _config_optima(rows: Sequence[dict]) -> dict[tuple, float]:
@@ -727,8 +912,7 @@ def _config_optima(rows: Sequence[dict]) -> dict[tuple, float]:
     per: dict[tuple, dict[str, float | None]] = defaultdict(dict)
     for r in rows:
         per[(r["model"].lower(), r["capacity_mb"], r["nodes"])][r["instance_key"]] = r["optimum"]
-    return {k: float(np.mean(list(v.values()))) for k, v in per.items()
-            if None not in v.values()}
+    return {k: float(np.mean(list(v.values()))) for k, v in per.items() if None not in v.values()}
 
 
 def reproduction_summary(repro: Table) -> Table:
@@ -745,17 +929,37 @@ def reproduction_summary(repro: Table) -> Table:
     out = []
     for method in sorted(count):
         v = np.asarray(groups[method]) if groups[method] else None
-        out.append([method, count[method], len(groups[method]),
-                    None if v is None else float(np.median(v)),
-                    None if v is None else float(v.min()), None if v is None else float(v.max()),
-                    len(below[method]), sum(b < 1 - OPTIMAL_RTOL for b in below[method])])
-    return Table("reproduction_summary", "Reproduction, summary",
-                 ["method", "configurations", "compared", "median ours / published", "min", "max",
-                  "with optimum", "published below optimum"],
-                 out, [str, _fmt_int, _fmt_int, _fmt_ratio, _fmt_ratio, _fmt_ratio, _fmt_int, _fmt_int],
-                 note="Compared: configurations where both averages are finite and the published one "
-                      "is positive. Published below optimum: configurations whose published average "
-                      "is smaller than the mean proven optimum under partopt's paper models.")
+        out.append(
+            [
+                method,
+                count[method],
+                len(groups[method]),
+                None if v is None else float(np.median(v)),
+                None if v is None else float(v.min()),
+                None if v is None else float(v.max()),
+                len(below[method]),
+                sum(b < 1 - OPTIMAL_RTOL for b in below[method]),
+            ]
+        )
+    return Table(
+        "reproduction_summary",
+        "Reproduction, summary",
+        [
+            "method",
+            "configurations",
+            "compared",
+            "median ours / published",
+            "min",
+            "max",
+            "with optimum",
+            "published below optimum",
+        ],
+        out,
+        [str, _fmt_int, _fmt_int, _fmt_ratio, _fmt_ratio, _fmt_ratio, _fmt_int, _fmt_int],
+        note="Compared: configurations where both averages are finite and the published one "
+        "is positive. Published below optimum: configurations whose published average "
+        "is smaller than the mean proven optimum under partopt's paper models.",
+    )
 
 
 # -- figures ------------------------------------------------------------------------------------
@@ -765,7 +969,9 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ValueError("partopt report draws its figures with matplotlib: pip install matplotlib") from None
+        raise ValueError(
+            "partopt report draws its figures with matplotlib: pip install matplotlib"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -776,10 +982,17 @@ def _pyplot():
 def _save(fig, outdir: Path, name: str, tight: bool = True) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+    for ext, meta in (
+        ("png", {"Software": None}),
+        ("pdf", {"CreationDate": None, "Producer": None}),
+    ):
         p = outdir / f"{name}.{ext}"
-        fig.savefig(p, dpi=130 if ext == "png" else None, bbox_inches="tight" if tight else None,
-                    metadata=meta)
+        fig.savefig(
+            p,
+            dpi=130 if ext == "png" else None,
+            bbox_inches="tight" if tight else None,
+            metadata=meta,
+        )
         paths.append(p)
     _pyplot().close(fig)
     return paths
@@ -815,8 +1028,13 @@ def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list
     labs = [lab for lab in _main_labels(regrows)]
     if not models or not caps or not labs:
         return []
-    fig, axes = plt.subplots(len(models), len(caps), figsize=(2.6 * len(caps) + 1, 2.1 * len(models) + 0.6),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(models),
+        len(caps),
+        figsize=(2.6 * len(caps) + 1, 2.1 * len(models) + 0.6),
+        squeeze=False,
+        sharex=True,
+    )
     colors = plt.get_cmap("tab10")
     panels: dict[tuple, list[dict]] = defaultdict(list)
     for r in regrows:
@@ -829,22 +1047,40 @@ def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list
             for r in sub:
                 per[r["instance_key"]][r["label"]] = r
             ns = sorted({r["nodes"] for r in sub})
-            drawn = [lab for lab in labs
-                     if 2 * sum(lab in v and _has_plan(v[lab]) for v in per.values()) >= len(per)]
+            drawn = [
+                lab
+                for lab in labs
+                if 2 * sum(lab in v and _has_plan(v[lab]) for v in per.values()) >= len(per)
+            ]
             series: dict[str, list] = defaultdict(list)
             for n in ns:
-                inst = [v for v in per.values() if next(iter(v.values()))["nodes"] == n
-                        and all(lab in v and _has_plan(v[lab]) for lab in drawn)]
+                inst = [
+                    v
+                    for v in per.values()
+                    if next(iter(v.values()))["nodes"] == n
+                    and all(lab in v and _has_plan(v[lab]) for lab in drawn)
+                ]
                 for lab in drawn:
-                    series[lab].append(np.mean([v[lab]["bottleneck_s"] for v in inst]) if inst else np.nan)
+                    series[lab].append(
+                        np.mean([v[lab]["bottleneck_s"] for v in inst]) if inst else np.nan
+                    )
                 opt = [next(iter(v.values()))["optimum"] for v in inst]
                 series["optimum"].append(np.mean(opt) if inst and None not in opt else np.nan)
             for lab in drawn:
-                ax.plot(ns, series[lab], marker="o", ms=3, lw=1.2, color=colors(labs.index(lab) % 10))
+                ax.plot(
+                    ns, series[lab], marker="o", ms=3, lw=1.2, color=colors(labs.index(lab) % 10)
+                )
             ax.plot(ns, series["optimum"], color="black", ls="--", lw=1.2)
             if sub and not any(r["nontrivial"] for r in sub):
-                ax.text(0.5, 0.08, "fits one node: optimum 0", transform=ax.transAxes,
-                        ha="center", fontsize=7, color="0.3")
+                ax.text(
+                    0.5,
+                    0.08,
+                    "fits one node: optimum 0",
+                    transform=ax.transAxes,
+                    ha="center",
+                    fontsize=7,
+                    color="0.3",
+                )
             if i == 0:
                 ax.set_title(f"{cap:g} MB", fontsize=9)
             if j == 0:
@@ -861,25 +1097,40 @@ def figure_bottleneck_vs_n(rows: Sequence[dict], reg: str, outdir: Path) -> list
             ax.grid(alpha=0.3, which="both")
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], marker="o", ms=3, lw=1.2, color=colors(k % 10)) for k in range(len(labs))]
+    handles = [
+        Line2D([], [], marker="o", ms=3, lw=1.2, color=colors(k % 10)) for k in range(len(labs))
+    ]
     handles.append(Line2D([], [], color="black", ls="--", lw=1.2))
     labels_ = [*labs, "optimum"]
     height = fig.get_figheight()
     legend_rows = -(-len(labels_) // 5)
-    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 5), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles, labels_, loc="lower center", ncol=min(len(labels_), 5), fontsize=8, frameon=False
+    )
     fig.suptitle(f"Mean bottleneck vs N ({reg} models)", fontsize=10, y=1 - 0.2 / height)
     # fixed margins: tight_layout on a grid of log axes takes most of a report's time
-    fig.subplots_adjust(left=0.09, right=0.98, top=1 - 0.75 / height,
-                        bottom=(0.45 + 0.2 * legend_rows) / height, hspace=0.12, wspace=0.28)
+    fig.subplots_adjust(
+        left=0.09,
+        right=0.98,
+        top=1 - 0.75 / height,
+        bottom=(0.45 + 0.2 * legend_rows) / height,
+        hspace=0.12,
+        wspace=0.28,
+    )
     return _save(fig, outdir, f"bottleneck_vs_n_{_slug(reg)}", tight=False)
 
 
 def figure_gap_distribution(rows: Sequence[dict], reg: str, outdir: Path) -> list[Path]:
     """Cumulative distribution of the gap to the proven optimum (bottleneck / optimum - 1), per method."""
     plt = _pyplot()
-    regrows = [r for r in rows if r["regime"] == reg and r["ratio"] is not None and r["nontrivial"]
-               and math.isfinite(r["ratio"])]
+    regrows = [
+        r
+        for r in rows
+        if r["regime"] == reg
+        and r["ratio"] is not None
+        and r["nontrivial"]
+        and math.isfinite(r["ratio"])
+    ]
     labs = [lab for lab in _main_labels(regrows)]
     if not labs:
         return []
@@ -892,8 +1143,15 @@ def figure_gap_distribution(rows: Sequence[dict], reg: str, outdir: Path) -> lis
         x = np.maximum(np.concatenate([gaps[:1], gaps]), 0)
         y = np.arange(len(gaps) + 1) / len(gaps)
         # methods with identical results overlap exactly: line styles keep each visible
-        ax.step(x, y, where="post", color=colors(k % 10), ls=("-", "--", ":", "-.")[k % 4],
-                lw=2.2 - 0.2 * (k % 4), label=f"{lab} (n={len(gaps)})")
+        ax.step(
+            x,
+            y,
+            where="post",
+            color=colors(k % 10),
+            ls=("-", "--", ":", "-.")[k % 4],
+            lw=2.2 - 0.2 * (k % 4),
+            label=f"{lab} (n={len(gaps)})",
+        )
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("gap to the proven optimum (%), symlog scale")
     ax.set_ylabel("share of instances")
@@ -905,7 +1163,9 @@ def figure_gap_distribution(rows: Sequence[dict], reg: str, outdir: Path) -> lis
     return _save(fig, outdir, f"gap_distribution_{_slug(reg)}")
 
 
-def figure_solve_time(rows: Sequence[dict], outdir: Path, name: str = "solve_time_scaling") -> list[Path]:
+def figure_solve_time(
+    rows: Sequence[dict], outdir: Path, name: str = "solve_time_scaling"
+) -> list[Path]:
     """Median solver time (log scale) vs N and vs the number of blocks, per method, with IQR bands."""
     plt = _pyplot()
     rows = [r for r in rows if r.get("runtime_s") is not None and r.get("status") != "infeasible"]
@@ -952,8 +1212,13 @@ def _format_number(value, spec: str | None) -> str:
     return _fmt_any(value) if isinstance(value, float) else str(value)
 
 
-def render_template(template: str, generated: Path, relative_to: Path, numbers: dict,
-                    missing: list[str] | None = None) -> str:
+def render_template(
+    template: str,
+    generated: Path,
+    relative_to: Path,
+    numbers: dict,
+    missing: list[str] | None = None,
+) -> str:
     """Fill a paper template's directives from the generated files.
 
     ``{{table NAME}}`` includes ``tables/NAME.md``; ``{{csv NAME}}`` links
@@ -971,6 +1236,7 @@ def render_template(template: str, generated: Path, relative_to: Path, numbers: 
     >>> render_template("x = {{number a.b | .2f}}, {{number c | .1%}}", d, d, {"a.b": 1.2345, "c": 0.5})
     'x = 1.23, 50.0%'
     """
+
     def rel(p: Path) -> str:
         import os
 
@@ -978,6 +1244,7 @@ def render_template(template: str, generated: Path, relative_to: Path, numbers: 
 
     def sub(m: re.Match) -> str:
         kind, name, arg = m.group(1), m.group(2), m.group(3)
+
         def absent(what: str) -> str:
             if missing is None:
                 raise ValueError(f"template: no generated {what} {name!r}")
@@ -1035,7 +1302,9 @@ def _grid_numbers(rows: Sequence[dict], numbers: dict) -> None:
         tag = f"grid.{_slug(reg)}"
         models = sorted({r["model"] for r in sub})
         numbers[f"{tag}.models"] = ", ".join(PUBLISHED_MODELS.get(m, m) for m in models)
-        numbers[f"{tag}.capacities_mb"] = ", ".join(f"{c:g}" for c in sorted({r["capacity_mb"] for r in sub}))
+        numbers[f"{tag}.capacities_mb"] = ", ".join(
+            f"{c:g}" for c in sorted({r["capacity_mb"] for r in sub})
+        )
         numbers[f"{tag}.nodes"] = ", ".join(str(n) for n in sorted({r["nodes"] for r in sub}))
         numbers[f"{tag}.instances"] = len({r["instance_key"] for r in sub})
         numbers[f"{tag}.records"] = len(sub)
@@ -1043,13 +1312,24 @@ def _grid_numbers(rows: Sequence[dict], numbers: dict) -> None:
         per_config: dict[tuple, set] = defaultdict(set)
         for r in sub:
             per_config[(r["model"], r["capacity_mb"], r["nodes"])].add(r["seed"])
-        numbers[f"{tag}.clusters_per_configuration"] = int(np.median([len(v) for v in per_config.values()]))
-        numbers[f"{tag}.nontrivial_instances"] = len({r["instance_key"] for r in sub if r["nontrivial"]})
+        numbers[f"{tag}.clusters_per_configuration"] = int(
+            np.median([len(v) for v in per_config.values()])
+        )
+        numbers[f"{tag}.nontrivial_instances"] = len(
+            {r["instance_key"] for r in sub if r["nontrivial"]}
+        )
         numbers[f"{tag}.infeasible_instances"] = len(
-            {r["instance_key"] for r in sub if r["infeasible_instance"]})
+            {r["instance_key"] for r in sub if r["infeasible_instance"]}
+        )
         # stages of exact's plans where the model needs two or more nodes
-        stages = [r["stages"] for r in sub if r["method"] == "exact" and r.get("stages")
-                  and r["status"] == "optimal" and r["nontrivial"]]
+        stages = [
+            r["stages"]
+            for r in sub
+            if r["method"] == "exact"
+            and r.get("stages")
+            and r["status"] == "optimal"
+            and r["nontrivial"]
+        ]
         if stages:
             numbers[f"{tag}.optimal_stages_min"] = min(stages)
             numbers[f"{tag}.optimal_stages_median"] = float(np.median(stages))
@@ -1095,12 +1375,18 @@ def write_report(
     }
     _grid_numbers(rows, numbers)
     written: list[Path] = []
-    overall = quality_table(rows, (), "quality_overall", "Ratio to the proven optimum, all instances")
+    overall = quality_table(
+        rows, (), "quality_overall", "Ratio to the proven optimum, all instances"
+    )
     runtime = runtime_table(rows, (), "runtime_overall", "Solver runtime, all instances")
     consistency = consistency_table(summary)
     tables = [
-        quality_table(rows, ("model", "capacity_mb"), "quality_by_model_capacity",
-                      "Ratio to the proven optimum by model and capacity"),
+        quality_table(
+            rows,
+            ("model", "capacity_mb"),
+            "quality_by_model_capacity",
+            "Ratio to the proven optimum by model and capacity",
+        ),
         quality_table(rows, ("model",), "quality_by_model", "Ratio to the proven optimum by model"),
         overall,
         quality_table(rows, ("nodes",), "quality_by_nodes", "Ratio to the proven optimum by N"),
@@ -1111,17 +1397,28 @@ def write_report(
         headline_table(rows, published, numbers),
     ]
     if scaling:
-        scaling_overall = runtime_table(scaling, (), "scaling_overall",
-                                        "Solve time over the whole scaling study")
+        scaling_overall = runtime_table(
+            scaling, (), "scaling_overall", "Solve time over the whole scaling study"
+        )
         for row in scaling_overall.rows:  # regime, label, runs, median, mean, p95, max, proven
             tag = f"scaling.{_slug(row[0])}.{_slug(row[1])}"
             numbers[f"{tag}.runs"], numbers[f"{tag}.median_s"] = row[2], row[3]
             numbers[f"{tag}.max_s"], numbers[f"{tag}.proven"] = row[6], row[7]
-        tables += [scaling_overall,
-                   runtime_table(scaling, ("cuts", "nodes"), "scaling_by_nodes",
-                                 "Solve time as the cluster grows (scaling study)"),
-                   runtime_table(scaling, ("model", "num_blocks"), "scaling_by_blocks",
-                                 "Solve time as the chain grows (scaling study)")]
+        tables += [
+            scaling_overall,
+            runtime_table(
+                scaling,
+                ("cuts", "nodes"),
+                "scaling_by_nodes",
+                "Solve time as the cluster grows (scaling study)",
+            ),
+            runtime_table(
+                scaling,
+                ("model", "num_blocks"),
+                "scaling_by_blocks",
+                "Solve time as the chain grows (scaling study)",
+            ),
+        ]
     if published:
         repro = reproduction_table(rows, published)
         tables += [repro, reproduction_summary(repro)]
@@ -1133,8 +1430,9 @@ def write_report(
         written += _write_table(t, outdir)
     for row in overall.rows:  # regime, label, ...
         tag = f"quality.{_slug(row[0])}.{_slug(row[1])}"
-        for name, v in zip(("instances", "solved", "mean", "median", "max", "optimal"), row[2:],
-                           strict=True):
+        for name, v in zip(
+            ("instances", "solved", "mean", "median", "max", "optimal"), row[2:], strict=True
+        ):
             numbers[f"{tag}.{name}"] = v
     for row in runtime.rows:  # regime, label, runs, median, mean, p95, max, proven
         tag = f"runtime.{_slug(row[0])}.{_slug(row[1])}"
@@ -1149,15 +1447,24 @@ def write_report(
     written += figure_solve_time(scaling or rows, figdir)
 
     nums = outdir / "numbers.json"
-    nums.write_text(json.dumps({k: _json_number(numbers[k]) for k in sorted(numbers)}, indent=1,
-                               allow_nan=False) + "\n")
+    nums.write_text(
+        json.dumps(
+            {k: _json_number(numbers[k]) for k in sorted(numbers)}, indent=1, allow_nan=False
+        )
+        + "\n"
+    )
     written.append(nums)
     if template is not None:
         template = Path(template)
-        paper = Path(paper) if paper is not None else template.with_name(
-            template.name.replace(".template", ""))
+        paper = (
+            Path(paper)
+            if paper is not None
+            else template.with_name(template.name.replace(".template", ""))
+        )
         if paper.resolve() == template.resolve():
             raise ValueError(f"the rendered paper would overwrite its template {template}")
-        paper.write_text(render_template(template.read_text(), outdir, paper.parent, numbers, missing))
+        paper.write_text(
+            render_template(template.read_text(), outdir, paper.parent, numbers, missing)
+        )
         written.append(paper)
     return written

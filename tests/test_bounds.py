@@ -10,8 +10,12 @@ from hypothesis import given, settings
 from partopt import Chain, Cluster, Problem, bounds, solve
 from tests.strategies import problems
 
-BOUNDS = (bounds.transfer_bound_s, bounds.distinct_links_bound_s, bounds.compute_bound_s,
-          bounds.lower_bound_s)
+BOUNDS = (
+    bounds.transfer_bound_s,
+    bounds.distinct_links_bound_s,
+    bounds.compute_bound_s,
+    bounds.lower_bound_s,
+)
 
 
 @settings(deadline=None, max_examples=150)
@@ -37,7 +41,9 @@ def test_distinct_links_bound_uses_the_second_best_pair():
     # Two cuts of 1 MB; pairs: a-b 8 Mbit/s, the others 1 Mbit/s. Bound (a) sends
     # both over the best link (1 s); a path has to use a 1 Mbit/s pair too (8 s).
     bw = np.array([[0, 8.0, 1.0], [8.0, 0, 1.0], [1.0, 1.0, 0]])
-    p = Problem(Chain.from_arrays([2, 2, 2], [1e6, 1e6]), Cluster(("a", "b", "c"), np.full(3, 2.0), bw))
+    p = Problem(
+        Chain.from_arrays([2, 2, 2], [1e6, 1e6]), Cluster(("a", "b", "c"), np.full(3, 2.0), bw)
+    )
     assert bounds.transfer_bound_s(p) == 1.0
     assert bounds.distinct_links_bound_s(p) == 8.0
     assert solve(p, "brute").bottleneck_s == 8.0
@@ -53,13 +59,18 @@ def test_asymmetric_pair_counts_once_with_its_better_direction():
 def test_more_cuts_than_linked_pairs_is_infinite():
     bw = np.zeros((3, 3))
     bw[0, 1] = bw[1, 0] = 5.0  # one pair, but three stages need two
-    p = Problem(Chain.from_arrays([4, 4, 4], [1e6, 1e6]), Cluster(("a", "b", "c"), np.full(3, 4.0), bw))
+    p = Problem(
+        Chain.from_arrays([4, 4, 4], [1e6, 1e6]), Cluster(("a", "b", "c"), np.full(3, 4.0), bw)
+    )
     assert math.isinf(bounds.distinct_links_bound_s(p))
     assert solve(p, "brute").status == "infeasible"
 
 
 def test_one_stage_fits_gives_zero():
-    p = Problem(Chain.from_arrays([1, 1, 1], [1e6, 1e6]), Cluster.uniform(2, memory_bytes=3, bandwidth_mbps=1.0))
+    p = Problem(
+        Chain.from_arrays([1, 1, 1], [1e6, 1e6]),
+        Cluster.uniform(2, memory_bytes=3, bandwidth_mbps=1.0),
+    )
     assert bounds.lower_bound_s(p) == 0.0
 
 

@@ -18,19 +18,32 @@ def run(capsys, *argv):
 
 def test_cluster_paper_writes_the_documented_format(tmp_path, capsys):
     f = tmp_path / "c.json"
-    code, out, _ = run(capsys, "cluster", "paper", "--nodes", "5", "--capacity-mb", "64",
-                       "--seed", "2", "-o", str(f))
+    code, out, _ = run(
+        capsys,
+        "cluster",
+        "paper",
+        "--nodes",
+        "5",
+        "--capacity-mb",
+        "64",
+        "--seed",
+        "2",
+        "-o",
+        str(f),
+    )
     assert code == 0 and "5 nodes" in out
     c = Cluster.load(f)
     assert c.num_nodes == 5 and c.memory_bytes[0] == 64 * MB
 
 
 def test_cluster_grid_and_ring(capsys):
-    code, out, _ = run(capsys, "cluster", "grid", "--nodes", "6", "--rows", "2",
-                       "--capacity-mb", "8")
+    code, out, _ = run(
+        capsys, "cluster", "grid", "--nodes", "6", "--rows", "2", "--capacity-mb", "8"
+    )
     assert code == 0 and len(json.loads(out)["nodes"]) == 6
-    code, _, err = run(capsys, "cluster", "grid", "--nodes", "5", "--rows", "2",
-                       "--capacity-mb", "8")
+    code, _, err = run(
+        capsys, "cluster", "grid", "--nodes", "5", "--rows", "2", "--capacity-mb", "8"
+    )
     assert code == 1 and "not a multiple" in err and err.count("\n") == 1
 
 
@@ -43,8 +56,11 @@ def test_methods_lists_registered_solvers(capsys):
     "content, fragment",
     [
         ('{"nodes": [{"name": "a", "memory_bytes": 1}], "bandwidth_mbps": [[0, 1]]}', "square"),
-        ('{"nodes": [{"name": "a", "memory_bytes": 1}, {"name": "b", "memory_bytes": 1}], '
-         '"bandwidth_mbps": [[0, -2], [1, 0]]}', ">= 0"),
+        (
+            '{"nodes": [{"name": "a", "memory_bytes": 1}, {"name": "b", "memory_bytes": 1}], '
+            '"bandwidth_mbps": [[0, -2], [1, 0]]}',
+            ">= 0",
+        ),
         ('{"nodes": [{"name": "a", "memory_bytes": 0}], "bandwidth_mbps": [[0]]}', "positive"),
         ("not json at all", "not valid"),
     ],
@@ -69,7 +85,9 @@ def test_console_script_has_no_traceback(tmp_path):
     f.write_text("[1, 2")
     proc = subprocess.run(
         [sys.executable, "-m", "partopt.cli", "solve", "x.onnx", "--cluster", str(f)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("partopt: error:")
@@ -111,14 +129,30 @@ def test_inspect_table(chain_onnx, capsys):
 
 def test_solve_json_shape_and_plan(chain_onnx, tmp_path, capsys):
     cluster = tmp_path / "c.json"
-    Cluster(("a", "b", "c"), [3000, 3000, 3000],
-            [[0, 1, 8], [1, 0, 1], [8, 1, 0]]).save(cluster)
-    code, out, _ = run(capsys, "solve", str(chain_onnx), "--cluster", str(cluster),
-                       "--method", "brute", "--memory", "weights", "--json")
+    Cluster(("a", "b", "c"), [3000, 3000, 3000], [[0, 1, 8], [1, 0, 1], [8, 1, 0]]).save(cluster)
+    code, out, _ = run(
+        capsys,
+        "solve",
+        str(chain_onnx),
+        "--cluster",
+        str(cluster),
+        "--method",
+        "brute",
+        "--memory",
+        "weights",
+        "--json",
+    )
     doc = json.loads(out)
     assert code == 0 and doc["status"] == "optimal"
-    assert {"method", "status", "bottleneck_s", "lower_bound_s", "gap", "runtime_s",
-            "stages"} <= set(doc)
+    assert {
+        "method",
+        "status",
+        "bottleneck_s",
+        "lower_bound_s",
+        "gap",
+        "runtime_s",
+        "stages",
+    } <= set(doc)
     stages = doc["stages"]
     # 3048 bytes of parameters need two stages of 3000 bytes; a cheapest cut (after pool or
     # flatten, 64 floats = 256 B) goes over the 8 Mbit/s link a<->c
@@ -129,8 +163,19 @@ def test_solve_json_shape_and_plan(chain_onnx, tmp_path, capsys):
 
 
 def test_solve_infeasible_says_what_capacity_is_needed(chain_onnx, capsys):
-    code, out, _ = run(capsys, "solve", str(chain_onnx), "--paper-cluster", "1",
-                       "--capacity-mb", "0.001", "--method", "brute", "--memory", "weights")
+    code, out, _ = run(
+        capsys,
+        "solve",
+        str(chain_onnx),
+        "--paper-cluster",
+        "1",
+        "--capacity-mb",
+        "0.001",
+        "--method",
+        "brute",
+        "--memory",
+        "weights",
+    )
     assert code == 2
     assert "infeasible" in out and "at least" in out
 
@@ -145,8 +190,16 @@ def test_bad_model_file_is_one_line_error(tmp_path, capsys):
 
 
 def test_bundled_model_solves_with_default_method(capsys):
-    code, out, _ = run(capsys, "solve", "models/resnet50.onnx", "--paper-cluster", "10",
-                       "--capacity-mb", "64", "--json")
+    code, out, _ = run(
+        capsys,
+        "solve",
+        "models/resnet50.onnx",
+        "--paper-cluster",
+        "10",
+        "--capacity-mb",
+        "64",
+        "--json",
+    )
     doc = json.loads(out)
     assert code == 0 and doc["method"] == "exact" and doc["status"] == "optimal"
     assert doc["gap"] == 0 and len(doc["stages"]) >= 2

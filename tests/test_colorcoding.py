@@ -93,9 +93,14 @@ def test_more_colours_drawn_than_used_miss_paths_more_often():
     k = 5
     adj = np.zeros((k, k), dtype=bool)
     adj[np.arange(k - 1), np.arange(1, k)] = True  # exactly one path: 0 -> 1 -> ... -> 4
-    hits = {drawn: sum(find_path(adj, k, rng=s, max_trials=1, colours_drawn=drawn,
-                                 stop_early=False).path is not None for s in range(400))
-            for drawn in (k, int(1.3 * k + 1) - 1)}
+    hits = {
+        drawn: sum(
+            find_path(adj, k, rng=s, max_trials=1, colours_drawn=drawn, stop_early=False).path
+            is not None
+            for s in range(400)
+        )
+        for drawn in (k, int(1.3 * k + 1) - 1)
+    }
     assert hits[int(1.3 * k + 1) - 1] < hits[k]
     # the expected rates are k!/k^k = 3.8% and k!/6^k = 1.5%
     assert 5 < hits[k] < 30

@@ -107,27 +107,36 @@ def test_time_limit_returns_bound_or_nothing_never_raises(time_limit_s):
 
 
 def test_one_node_holds_everything():
-    p = Problem(Chain.from_arrays([1, 1, 1], [1e6, 1e6]), Cluster.uniform(3, memory_bytes=3, bandwidth_mbps=1))
+    p = Problem(
+        Chain.from_arrays([1, 1, 1], [1e6, 1e6]),
+        Cluster.uniform(3, memory_bytes=3, bandwidth_mbps=1),
+    )
     r = solve(p, "exact")
     assert r.status == "optimal" and r.bottleneck_s == 0.0 and r.plan.num_stages == 1
 
 
 def test_single_block_with_compute_picks_the_fastest_node():
-    c = Cluster(("slow", "fast"), np.full(2, 5.0), np.ones((2, 2)), flops_per_s=np.array([1e6, 4e6]))
+    c = Cluster(
+        ("slow", "fast"), np.full(2, 5.0), np.ones((2, 2)), flops_per_s=np.array([1e6, 4e6])
+    )
     p = Problem(Chain.from_arrays([1], [], flops=[8e6]), c, objective="max")
     r = solve(p, "exact")
     assert r.status == "optimal" and r.bottleneck_s == 2.0 and r.plan.nodes == (1,)
 
 
 def test_no_links_and_too_big_for_one_node_is_infeasible():
-    p = Problem(Chain.from_arrays([2, 2], [1e6]), Cluster(("a", "b"), np.full(2, 2.0), np.zeros((2, 2))))
+    p = Problem(
+        Chain.from_arrays([2, 2], [1e6]), Cluster(("a", "b"), np.full(2, 2.0), np.zeros((2, 2)))
+    )
     assert solve(p, "exact").status == "infeasible"
 
 
 def test_bouncing_over_one_fast_link_is_refuted_by_the_relaxation():
     # Only a <-> b is fast; three stages with two big cuts would bounce a -> b -> a.
     bw = np.array([[0, 9.0, 1.0], [9.0, 0, 1.0], [1.0, 1.0, 0]])
-    p = Problem(Chain.from_arrays([2, 2, 2], [9e6, 9e6]), Cluster(("a", "b", "c"), np.full(3, 2.0), bw))
+    p = Problem(
+        Chain.from_arrays([2, 2, 2], [9e6, 9e6]), Cluster(("a", "b", "c"), np.full(3, 2.0), bw)
+    )
     search = ExactSearch(p)
     assert not search.relaxation_feasible(8.0)
     assert search.decide(72.0)[0] == "feasible"
@@ -142,8 +151,10 @@ def test_cycle_is_refuted_by_the_path_search():
     bw = np.full((4, 4), 1.0)
     for u, v in [(0, 1), (1, 2), (2, 0)]:
         bw[u, v] = bw[v, u] = 8.0
-    p = Problem(Chain.from_arrays([2, 2, 2, 2], [8e6, 8e6, 8e6]),
-                Cluster(("a", "b", "c", "d"), np.full(4, 2.0), bw))
+    p = Problem(
+        Chain.from_arrays([2, 2, 2, 2], [8e6, 8e6, 8e6]),
+        Cluster(("a", "b", "c", "d"), np.full(4, 2.0), bw),
+    )
     search = ExactSearch(p)
     assert search.relaxation_feasible(8.0)
     assert search.decide(8.0)[0] == "infeasible"

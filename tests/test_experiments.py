@@ -69,12 +69,21 @@ def test_grid_expands_deterministically_with_option_lists():
     data = {
         "methods": {"random": {"time_limit_s": 5}},
         "grid": [
-            {"models": ["synthetic:1:6"], "capacity_mb": [64, 128], "nodes": [3],
-             "seeds": {"start": 4, "count": 2},
-             "methods": ["random", {"name": "brute", "bogus_option": [1, 2]}]},
+            {
+                "models": ["synthetic:1:6"],
+                "capacity_mb": [64, 128],
+                "nodes": [3],
+                "seeds": {"start": 4, "count": 2},
+                "methods": ["random", {"name": "brute", "bogus_option": [1, 2]}],
+            },
             # the second grid repeats one instance; its runs are not duplicated
-            {"models": ["synthetic:1:6"], "capacity_mb": [64], "nodes": [3], "seeds": [4],
-             "methods": ["random"]},
+            {
+                "models": ["synthetic:1:6"],
+                "capacity_mb": [64],
+                "nodes": [3],
+                "seeds": [4],
+                "methods": ["random"],
+            },
         ],
     }
     runs = expand(data)
@@ -90,14 +99,23 @@ def test_grid_expands_deterministically_with_option_lists():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('[[grid]]\nmodels=["synthetic:1:6"]\ncapacity_mb=[64]\nnodes=[3]\nmethods=["nope"]',
-         "method 'nope' is not registered; available:"),
-        ('[[grid]]\nmodels=["synthetic:1"]\ncapacity_mb=[64]\nnodes=[3]\nmethods=["random"]',
-         "synthetic:SEED:BLOCKS"),
-        ('[[grid]]\nmodels=["synthetic:1:6"]\ncapacity_mb=[64]\nnodes=[0]\nmethods=["random"]',
-         "nodes must be integers >= 1"),
-        ('[[grid]]\nmodels=["synthetic:1:6"]\nmemory=["ram"]\ncapacity_mb=[64]\nnodes=[3]\n'
-         'methods=["random"]', "unknown memory model 'ram'"),
+        (
+            '[[grid]]\nmodels=["synthetic:1:6"]\ncapacity_mb=[64]\nnodes=[3]\nmethods=["nope"]',
+            "method 'nope' is not registered; available:",
+        ),
+        (
+            '[[grid]]\nmodels=["synthetic:1"]\ncapacity_mb=[64]\nnodes=[3]\nmethods=["random"]',
+            "synthetic:SEED:BLOCKS",
+        ),
+        (
+            '[[grid]]\nmodels=["synthetic:1:6"]\ncapacity_mb=[64]\nnodes=[0]\nmethods=["random"]',
+            "nodes must be integers >= 1",
+        ),
+        (
+            '[[grid]]\nmodels=["synthetic:1:6"]\nmemory=["ram"]\ncapacity_mb=[64]\nnodes=[3]\n'
+            'methods=["random"]',
+            "unknown memory model 'ram'",
+        ),
         ('name = "x"', "needs at least one [[grid]]"),
         ("[[grid]\n", "does not parse"),
     ],
@@ -113,8 +131,12 @@ def test_bad_configs_give_one_line_errors(tmp_path, text, message):
 def test_cli_reports_unregistered_method_in_one_line(tmp_path, capsys):
     from partopt.cli_experiments import main
 
-    cfg = write(tmp_path, "bad.toml", '[[grid]]\nmodels=["synthetic:1:6"]\ncapacity_mb=[64]\n'
-                                      'nodes=[3]\nmethods=["random", "seifer-v9"]\n')
+    cfg = write(
+        tmp_path,
+        "bad.toml",
+        '[[grid]]\nmodels=["synthetic:1:6"]\ncapacity_mb=[64]\n'
+        'nodes=[3]\nmethods=["random", "seifer-v9"]\n',
+    )
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "r.jsonl")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("partopt: method 'seifer-v9' is not registered") and "\n" not in err
@@ -122,7 +144,10 @@ def test_cli_reports_unregistered_method_in_one_line(tmp_path, capsys):
 
 def test_yaml_config_equals_toml(tmp_path):
     toml = write(tmp_path, "a.toml", TWO_INSTANCES)
-    yml = write(tmp_path, "a.yaml", """
+    yml = write(
+        tmp_path,
+        "a.yaml",
+        """
         name: two
         results: two.jsonl
         grid:
@@ -131,7 +156,8 @@ def test_yaml_config_equals_toml(tmp_path):
             nodes: [4]
             seeds: [0, 1]
             methods: [random, brute]
-        """)
+        """,
+    )
     assert [r.key for r in load_config(toml).runs] == [r.key for r in load_config(yml).runs]
 
 
@@ -142,18 +168,37 @@ def test_synthetic_chains_are_deterministic_and_distinct():
 
 
 def test_record_fields_match_the_solve(tmp_path):
-    run = expand({"grid": [{"models": ["synthetic:1:8"], "capacity_mb": [64], "nodes": [4],
-                            "seeds": [1], "methods": ["brute"]}]})[0]
+    run = expand(
+        {
+            "grid": [
+                {
+                    "models": ["synthetic:1:8"],
+                    "capacity_mb": [64],
+                    "nodes": [4],
+                    "seeds": [1],
+                    "methods": ["brute"],
+                }
+            ]
+        }
+    )[0]
     rec = execute(run)
     assert json.loads(json.dumps(rec, allow_nan=False)) == rec
     assert rec["status"] == "optimal" and rec["gap"] == 0.0
     assert rec["bottleneck_s"] == rec["lower_bound_s"]
     assert rec["stages"] == len(rec["plan_nodes"]) == len(rec["plan_cuts"]) + 1
-    assert (rec["model"], rec["capacity_mb"], rec["nodes"], rec["seed"]) == ("synthetic:1:8", 64, 4, 1)
+    assert (rec["model"], rec["capacity_mb"], rec["nodes"], rec["seed"]) == (
+        "synthetic:1:8",
+        64,
+        4,
+        1,
+    )
     assert rec["min_stages"] >= 2 and rec["num_blocks"] == 8
     assert set(rec["versions"]) >= {"partopt", "pyomo", "highspy"}
     # the plan's largest cut over the best link is the original work's "optimal"
-    assert rec["plan_max_transfer_bytes"] * 8 / (rec["max_bandwidth_mbps"] * 1e6) <= rec["bottleneck_s"]
+    assert (
+        rec["plan_max_transfer_bytes"] * 8 / (rec["max_bandwidth_mbps"] * 1e6)
+        <= rec["bottleneck_s"]
+    )
 
 
 # -- the runner ----------------------------------------------------------------------
@@ -202,10 +247,16 @@ def test_sigkilled_sweep_resumes_with_nothing_lost_or_duplicated(tmp_path):
     cfg_path = write(tmp_path, "killable.toml", KILLABLE)
     cfg = load_config(cfg_path)
     out = tmp_path / "killable.jsonl"
-    script = ("import sys; from partopt.cli_experiments import main; "
-              f"sys.exit(main(['sweep', {str(cfg_path)!r}, '--out', {str(out)!r}, '--jobs', '2', '-q']))")
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    script = (
+        "import sys; from partopt.cli_experiments import main; "
+        f"sys.exit(main(['sweep', {str(cfg_path)!r}, '--out', {str(out)!r}, '--jobs', '2', '-q']))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -232,8 +283,9 @@ def test_dask_cluster_gives_the_same_records(tmp_path):
     cfg = load_config(write(tmp_path, "two.toml", TWO_INSTANCES))
     local, remote = tmp_path / "local.jsonl", tmp_path / "dask.jsonl"
     run_sweep(cfg, local, jobs=1, progress=False)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
         summary = run_sweep(cfg, remote, scheduler=cluster.scheduler_address, progress=False)
     assert summary.ran == len(cfg.runs) and not summary.failures
     a = {r["run_key"]: strip_timings(r) for r in read_records(local)}
@@ -297,9 +349,18 @@ def test_seifer_original_replays_the_leaky_memo_deterministically():
 
     if "seifer-original" not in solvers.available():
         pytest.skip("seifer-original not registered")
-    data = {"methods": {"seifer-original": {"num_classes": 5, "memo_history": "ascending"}},
-            "grid": [{"models": ["synthetic:2:12"], "capacity_mb": [48, 64, 96], "nodes": [4],
-                      "seeds": [0], "methods": ["seifer-original"]}]}
+    data = {
+        "methods": {"seifer-original": {"num_classes": 5, "memo_history": "ascending"}},
+        "grid": [
+            {
+                "models": ["synthetic:2:12"],
+                "capacity_mb": [48, 64, 96],
+                "nodes": [4],
+                "seeds": [0],
+                "methods": ["seifer-original"],
+            }
+        ],
+    }
     runs = expand(data)
     assert [dict(r.options).get("memo_history") for r in runs] == [None, (48.0,), (48.0, 64.0)]
     assert runs[2].key.endswith("|seifer-original|memo_history=48+64|num_classes=5|s=0")
@@ -319,10 +380,22 @@ def test_a_run_that_overruns_is_stopped_and_recorded_as_an_error(monkeypatch):
         while True:  # a solver that ignores its time limit
             time.sleep(0.01)
 
-    monkeypatch.setitem(solvers._REGISTRY, "stuck",
-                        solvers.SolverInfo("stuck", stuck, False, "never returns"))
+    monkeypatch.setitem(
+        solvers._REGISTRY, "stuck", solvers.SolverInfo("stuck", stuck, False, "never returns")
+    )
     monkeypatch.setattr(ex, "HARD_LIMIT_S", 0.2)
-    run = expand({"grid": [{"models": ["synthetic:1:8"], "capacity_mb": [64], "nodes": [4],
-                            "seeds": [0], "methods": ["stuck"]}]})[0]
+    run = expand(
+        {
+            "grid": [
+                {
+                    "models": ["synthetic:1:8"],
+                    "capacity_mb": [64],
+                    "nodes": [4],
+                    "seeds": [0],
+                    "methods": ["stuck"],
+                }
+            ]
+        }
+    )[0]
     rec = execute(run)
     assert rec["status"] == "error" and "stopped by the sweep after 0.2 s" in rec["error"]

@@ -47,8 +47,7 @@ def test_greedy_keeps_the_best_start_node():
 
 
 def test_greedy_uses_the_min_sum_partition():
-    p = Problem(Chain.from_arrays([4, 4, 4, 4], [9e6, 1e6, 9e6]),
-                _cluster(np.full((4, 4), 8.0)))
+    p = Problem(Chain.from_arrays([4, 4, 4, 4], [9e6, 1e6, 9e6]), _cluster(np.full((4, 4), 8.0)))
     r = solve(p, "greedy")
     assert list(r.plan.cuts) == min_sum_partition(p, 10.0, 4) == [1]
 

@@ -76,12 +76,20 @@ def test_relabelling_nodes_keeps_the_optimum(problem):
 
 
 def test_build_never_solves_and_names_its_parts():
-    p = Problem(Chain.from_arrays([3, 3, 3], [1e6, 2e6]),
-                Cluster.uniform(3, memory_bytes=6, bandwidth_mbps=8.0))
+    p = Problem(
+        Chain.from_arrays([3, 3, 3], [1e6, 2e6]),
+        Cluster.uniform(3, memory_bytes=6, bandwidth_mbps=8.0),
+    )
     m = milp.build(p)
     assert all(m.a[s].value is None for s in m.S)
-    for name in ("first_stage", "stage_end_sends", "transfer_starts_stage",
-                 "node_hosts_one_stage", "bottleneck_covers_transfer", "bottleneck"):
+    for name in (
+        "first_stage",
+        "stage_end_sends",
+        "transfer_starts_stage",
+        "node_hosts_one_stage",
+        "bottleneck_covers_transfer",
+        "bottleneck",
+    ):
         assert hasattr(m, name)
     # Stages that do not fit memory are never variables.
     assert all(p.stage_memory(i, j) <= 6 for i, j, _ in m.S)
@@ -108,7 +116,9 @@ def test_cap_below_the_optimum_is_not_infeasible():
 def test_missing_links_infeasible_is_proven():
     bw = np.zeros((3, 3))
     bw[0, 1] = 5.0  # only 0 -> 1; three stages need a path of three nodes
-    p = Problem(Chain.from_arrays([4, 4, 4], [1e6, 1e6]), Cluster(("a", "b", "c"), np.full(3, 4.0), bw))
+    p = Problem(
+        Chain.from_arrays([4, 4, 4], [1e6, 1e6]), Cluster(("a", "b", "c"), np.full(3, 4.0), bw)
+    )
     assert solve(p, "milp").status == "infeasible"
 
 
@@ -123,7 +133,9 @@ def test_time_limit_gives_feasible_or_no_solution():
 
 def test_model_values_are_bytes_and_seconds():
     # 1 MB over 8 Mbit/s takes 1.048576 s: the formulation's times use evaluate's units.
-    p = Problem(Chain.from_arrays([MB, MB], [MB]), Cluster.uniform(2, memory_bytes=MB, bandwidth_mbps=8.0))
+    p = Problem(
+        Chain.from_arrays([MB, MB], [MB]), Cluster.uniform(2, memory_bytes=MB, bandwidth_mbps=8.0)
+    )
     r = solve(p, "milp")
     assert same(r.bottleneck_s, MB * 8 / 8e6)
     m = milp.build(p)

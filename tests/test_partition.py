@@ -25,8 +25,9 @@ from .strategies import chains
 
 def _problem(memory, transfers) -> Problem:
     chain = Chain.from_arrays(memory, np.asarray(transfers, dtype=float))
-    return Problem(chain, Cluster.uniform(2, memory_bytes=1e9, bandwidth_mbps=1.0),
-                   memory="weights")
+    return Problem(
+        chain, Cluster.uniform(2, memory_bytes=1e9, bandwidth_mbps=1.0), memory="weights"
+    )
 
 
 def _feasible_partitions(problem: Problem, capacity: float, max_stages: int):
@@ -35,8 +36,10 @@ def _feasible_partitions(problem: Problem, capacity: float, max_stages: int):
     for k in range(min(b, max_stages)):
         for cuts in itertools.combinations(range(b - 1), k):
             edges = [-1, *cuts, b - 1]
-            if all(problem.stage_memory(edges[i] + 1, edges[i + 1]) <= capacity
-                   for i in range(len(edges) - 1)):
+            if all(
+                problem.stage_memory(edges[i] + 1, edges[i + 1]) <= capacity
+                for i in range(len(edges) - 1)
+            ):
                 yield list(cuts)
 
 
@@ -48,8 +51,12 @@ def _check_fits(problem: Problem, cuts, capacity: float, max_stages: int) -> Non
 
 
 @settings(max_examples=150)
-@given(chains(max_blocks=7), st.integers(3, 30), st.integers(1, 7),
-       st.sampled_from(["weights", "peak"]))
+@given(
+    chains(max_blocks=7),
+    st.integers(3, 30),
+    st.integers(1, 7),
+    st.sampled_from(["weights", "peak"]),
+)
 def test_min_sum_partition_is_the_smallest_sum_within_the_stage_limit(chain, cap, k, memory):
     p = Problem(chain, Cluster.uniform(2, memory_bytes=1e9, bandwidth_mbps=1.0), memory=memory)
     t = p.transfer_bytes

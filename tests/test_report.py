@@ -24,16 +24,44 @@ from partopt.report import (
 )
 
 
-def rec(seed, method, status, b=None, *, model="resnet50", cap=64, nodes=50, C=None,
-        lb=None, min_stages=2, ptb=None, bw=None, runtime=0.01, memory="paper"):
+def rec(
+    seed,
+    method,
+    status,
+    b=None,
+    *,
+    model="resnet50",
+    cap=64,
+    nodes=50,
+    C=None,
+    lb=None,
+    min_stages=2,
+    ptb=None,
+    bw=None,
+    runtime=0.01,
+    memory="paper",
+):
     inst = f"{model}|mem={memory}|cap={cap}|N={nodes}|seed={seed}"
     return {
-        "run_key": f"{inst}|{method}|C={C}", "instance_key": inst, "model": model,
-        "memory": memory, "transfer": memory if memory == "paper" else "bytes", "cuts": "single",
-        "capacity_mb": float(cap), "nodes": nodes, "seed": seed, "method": method,
-        "options": {"classes": C} if C else {}, "C": C, "status": status, "bottleneck_s": b,
-        "lower_bound_s": b if status == "optimal" else lb, "min_stages": min_stages,
-        "plan_max_transfer_bytes": ptb, "max_bandwidth_mbps": bw, "runtime_s": runtime,
+        "run_key": f"{inst}|{method}|C={C}",
+        "instance_key": inst,
+        "model": model,
+        "memory": memory,
+        "transfer": memory if memory == "paper" else "bytes",
+        "cuts": "single",
+        "capacity_mb": float(cap),
+        "nodes": nodes,
+        "seed": seed,
+        "method": method,
+        "options": {"classes": C} if C else {},
+        "C": C,
+        "status": status,
+        "bottleneck_s": b,
+        "lower_bound_s": b if status == "optimal" else lb,
+        "min_stages": min_stages,
+        "plan_max_transfer_bytes": ptb,
+        "max_bandwidth_mbps": bw,
+        "runtime_s": runtime,
     }
 
 
@@ -64,8 +92,11 @@ RECORDS = [
 
 def rows_of(table, **match):
     idx = {h: i for i, h in enumerate(table.headers)}
-    return [dict(zip(table.headers, r, strict=True)) for r in table.rows
-            if all(r[idx[k]] == v for k, v in match.items())]
+    return [
+        dict(zip(table.headers, r, strict=True))
+        for r in table.rows
+        if all(r[idx[k]] == v for k, v in match.items())
+    ]
 
 
 def one(table, **match):
@@ -96,7 +127,13 @@ def test_quality_table_by_hand(rows):
     assert g["median ratio"] == pytest.approx(1.25) and g["max ratio"] == 1.5
     assert g["optimal"] == pytest.approx(1 / 3)
     r = one(t, method="random")  # 8/2 and 12/4; the failure is not optimal
-    assert (r["instances"], r["solved"], r["mean ratio"], r["max ratio"], r["optimal"]) == (3, 2, 3.5, 4.0, 0)
+    assert (r["instances"], r["solved"], r["mean ratio"], r["max ratio"], r["optimal"]) == (
+        3,
+        2,
+        3.5,
+        4.0,
+        0,
+    )
     s = one(t, method="seifer C=20")  # 2.5/2 and 1/1
     assert (s["solved"], s["mean ratio"], s["optimal"]) == (2, 1.125, pytest.approx(1 / 3))
     assert one(t, method="exact")["optimal"] == 1.0
@@ -115,10 +152,16 @@ def test_runtime_table_by_hand(rows):
 
 def test_original_way_configuration_averages(rows):
     avg = config_averages(rows)
-    assert avg[("paper/paper", "random", "resnet50", 64.0, 50, None)] == pytest.approx(20 / 3)  # 8, 0, 12
-    assert avg[("paper/paper", "seifer", "resnet50", 64.0, 50, 20)] == pytest.approx(3.5 / 3)  # 2.5, 1, 0
+    assert avg[("paper/paper", "random", "resnet50", 64.0, 50, None)] == pytest.approx(
+        20 / 3
+    )  # 8, 0, 12
+    assert avg[("paper/paper", "seifer", "resnet50", 64.0, 50, 20)] == pytest.approx(
+        3.5 / 3
+    )  # 2.5, 1, 0
     assert avg[("paper/paper", "seifer", "resnet50", 256.0, 50, 20)] == 0.0
-    assert math.isnan(avg[("paper/paper", "seifer", "inceptionresnetv2", 64.0, 5, 20)])  # infeasible
+    assert math.isnan(
+        avg[("paper/paper", "seifer", "inceptionresnetv2", 64.0, 5, 20)]
+    )  # infeasible
 
 
 def test_headline_without_published_csvs(rows):
@@ -135,7 +178,9 @@ def test_headline_without_published_csvs(rows):
     assert g["ours, right way"] == pytest.approx(1 - 3.5 / 4)  # clusters 0 and 1
     assert g["right way, median"] == pytest.approx(1 - (2.5 / 3 + 1) / 2)
     a = one(t, claim="seifer's approximation ratio at N=50, 64 MB")
-    assert a["ours, original way"] == pytest.approx(3.5 / 1.5)  # against max transfer / max bandwidth
+    assert a["ours, original way"] == pytest.approx(
+        3.5 / 1.5
+    )  # against max transfer / max bandwidth
     assert a["ours, right way"] == pytest.approx(1.125)  # against the proven optimum
     assert numbers["paper-paper.seifer.approximation.right"] == pytest.approx(1.125)
 
@@ -144,12 +189,15 @@ def write_published(d: Path) -> Path:
     d.mkdir()
     (d / "random-algorithm.csv").write_text(
         "Model,Node Memory Capacity (MB),# of Nodes,Bottleneck Latency (s)\n"
-        "ResNet50,64,50,6.0\nResNet50,64,5,100\n")
+        "ResNet50,64,50,6.0\nResNet50,64,5,100\n"
+    )
     (d / "joint-optimization.csv").write_text(
-        "Model,Node Memory Capacity (MB),# of Nodes,Bottleneck Latency (s)\nResNet50,64,50,4.0\n")
+        "Model,Node Memory Capacity (MB),# of Nodes,Bottleneck Latency (s)\nResNet50,64,50,4.0\n"
+    )
     (d / "k-path-matching.csv").write_text(
         "Model,Node Memory Capacity (MB),# of Nodes,# of Bandwidth Classes,Bottleneck Latency (s)\n"
-        "ResNet50,64,50,20,1.0\nResNet50,256,50,20,0\nResNet50,64,50,2,nan\n")
+        "ResNet50,64,50,20,1.0\nResNet50,256,50,20,0\nResNet50,64,50,2,nan\n"
+    )
     return d
 
 
@@ -183,8 +231,12 @@ def test_headline_and_reproduction_with_published_csvs(tmp_path, rows):
 
 
 def test_disagreeing_optima_are_reported():
-    recs = [rec(0, "exact", "optimal", 2.0), rec(0, "brute", "optimal", 2.0 * (1 + 1e-9)),
-            rec(1, "exact", "optimal", 2.0), rec(1, "brute", "optimal", 2.1)]
+    recs = [
+        rec(0, "exact", "optimal", 2.0),
+        rec(0, "brute", "optimal", 2.0 * (1 + 1e-9)),
+        rec(1, "exact", "optimal", 2.0),
+        rec(1, "brute", "optimal", 2.1),
+    ]
     t = consistency_table(instance_summary(recs))
     assert [r[0] for r in t.rows] == [recs[2]["instance_key"]]
 
@@ -195,19 +247,33 @@ def test_write_report_and_render_the_paper(tmp_path):
     results.write_text("".join(json.dumps(r) + "\n" for r in RECORDS) + '{"run_key": "cut')
     assert len(load_records([results])) == len(RECORDS)
     template = tmp_path / "paper.template.md"
-    template.write_text("Greedy: {{number quality.paper-paper.greedy.mean | .3f}}.\n"
-                        "{{table quality_overall}}\n{{figure gap_distribution_paper-paper | Gaps}}\n")
+    template.write_text(
+        "Greedy: {{number quality.paper-paper.greedy.mean | .3f}}.\n"
+        "{{table quality_overall}}\n{{figure gap_distribution_paper-paper | Gaps}}\n"
+    )
     out = tmp_path / "gen"
-    written = write_report([results], out, published_dir=write_published(tmp_path / "pub"),
-                           template=template)
+    written = write_report(
+        [results], out, published_dir=write_published(tmp_path / "pub"), template=template
+    )
     paper = (tmp_path / "paper.md").read_text()
     assert paper.startswith("Greedy: 1.250.\n| regime | method |")
-    assert "(gen/tables/quality_overall.csv)" in paper and "![Gaps](gen/figures/gap_distribution_paper-paper.png)" in paper
+    assert (
+        "(gen/tables/quality_overall.csv)" in paper
+        and "![Gaps](gen/figures/gap_distribution_paper-paper.png)" in paper
+    )
     assert tmp_path / "paper.md" in written
     for name in ("headline", "reproduction", "runtime_overall", "quality_by_model_capacity"):
-        assert (out / "tables" / f"{name}.md").exists() and (out / "tables" / f"{name}.csv").exists()
-    for name in ("bottleneck_vs_n_paper-paper", "gap_distribution_paper-paper", "solve_time_scaling"):
-        assert (out / "figures" / f"{name}.png").exists() and (out / "figures" / f"{name}.pdf").exists()
+        assert (out / "tables" / f"{name}.md").exists() and (
+            out / "tables" / f"{name}.csv"
+        ).exists()
+    for name in (
+        "bottleneck_vs_n_paper-paper",
+        "gap_distribution_paper-paper",
+        "solve_time_scaling",
+    ):
+        assert (out / "figures" / f"{name}.png").exists() and (
+            out / "figures" / f"{name}.pdf"
+        ).exists()
     numbers = json.loads((out / "numbers.json").read_text())
     assert numbers["instances"] == 5 and numbers["records"] == len(RECORDS)
     with pytest.raises(ValueError, match="no generated number 'nope'"):
@@ -217,9 +283,13 @@ def test_write_report_and_render_the_paper(tmp_path):
 def test_bound_gap_table_by_hand():
     from partopt.report import bound_gap_table
 
-    recs = [rec(0, "exact", "optimal", 2.0), rec(0, "greedy", "feasible", 2.5),
-            # no proven optimum: the best bound is the larger of the two lower bounds (1.5)
-            rec(1, "exact", "feasible", 3.0, lb=1.5), rec(1, "greedy", "feasible", 2.0, lb=1.0)]
+    recs = [
+        rec(0, "exact", "optimal", 2.0),
+        rec(0, "greedy", "feasible", 2.5),
+        # no proven optimum: the best bound is the larger of the two lower bounds (1.5)
+        rec(1, "exact", "feasible", 3.0, lb=1.5),
+        rec(1, "greedy", "feasible", 2.0, lb=1.0),
+    ]
     t = bound_gap_table(annotate(recs))
     g = one(t, method="greedy")
     assert (g["instances"], g["unproven"]) == (2, 1)
@@ -234,9 +304,11 @@ def test_report_never_imports_a_solver(tmp_path):
     pytest.importorskip("matplotlib")
     results = tmp_path / "r.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    code = ("import sys; from partopt.report import write_report; "
-            f"write_report([{str(results)!r}], {str(tmp_path / 'out')!r}); "
-            "print(sorted(m for m in sys.modules if m.startswith('partopt.solvers.') "
-            "or m.split('.')[0] in ('pyomo', 'highspy')))")
+    code = (
+        "import sys; from partopt.report import write_report; "
+        f"write_report([{str(results)!r}], {str(tmp_path / 'out')!r}); "
+        "print(sorted(m for m in sys.modules if m.startswith('partopt.solvers.') "
+        "or m.split('.')[0] in ('pyomo', 'highspy')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -89,8 +89,11 @@ def test_one_stage_when_the_model_fits_one_node():
 @given(problems())
 def test_every_variant_returns_a_valid_plan_or_says_why(problem):
     oracle = solve(problem, "brute")
-    for method, options in (("seifer", {}), ("seifer-original", {"leaky_memo": False}),
-                            ("seifer", {"partition": "min-max", "num_classes": 3})):
+    for method, options in (
+        ("seifer", {}),
+        ("seifer-original", {"leaky_memo": False}),
+        ("seifer", {"partition": "min-max", "num_classes": 3}),
+    ):
         r = solve(problem, method, seed=1, **options)
         assert r.status in ("optimal", "feasible", "infeasible", "no_solution"), r.info
         if r.plan is not None:
@@ -104,8 +107,13 @@ def test_every_variant_returns_a_valid_plan_or_says_why(problem):
 
 def test_seifer_original_switches_all_defects_on():
     assert ORIGINAL_DEFECTS == {
-        "memo_ignores_stage_limit": True, "leaky_memo": True, "skip_block_memory": True,
-        "digitize_overflow": True, "colours_factor": 1.3, "stop_early": False}
+        "memo_ignores_stage_limit": True,
+        "leaky_memo": True,
+        "skip_block_memory": True,
+        "digitize_overflow": True,
+        "colours_factor": 1.3,
+        "stop_early": False,
+    }
 
 
 # -- one test per defect switch -----------------------------------------------------------

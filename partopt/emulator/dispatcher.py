@@ -65,6 +65,7 @@ from partopt.emulator.wire import (
     recv_frame,
     send_frame,
 )
+from partopt.errors import PartoptError
 from partopt.export import (
     Export,
     missing_weights,
@@ -107,7 +108,7 @@ sys.exit(main())
 """
 
 
-class EmulatorError(ValueError):
+class EmulatorError(PartoptError):
     """The emulation cannot start (or go on); the message says why, in one line."""
 
 

@@ -14,6 +14,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from partopt.errors import PartoptError
 from partopt.plan import Plan
 
 __all__ = [
@@ -32,7 +33,7 @@ infeasible: proven that no valid plan exists; no_solution: none found, nothing p
 error: the solver failed (the reason is in ``info["error"]``)."""
 
 
-class SolverRefused(ValueError):
+class SolverRefused(PartoptError):
     """The method will not run on this instance (too large, wrong objective...); says why."""
 
 

@@ -18,7 +18,12 @@ from partopt.plan import MEMORY_TOLERANCE, Plan
 from partopt.problem import Problem
 
 __all__ = [
-    "capacity_levels", "node_windows", "stage_bounds", "stage_fits", "bottleneck_s", "to_plan",
+    "capacity_levels",
+    "node_windows",
+    "stage_bounds",
+    "stage_fits",
+    "bottleneck_s",
+    "to_plan",
 ]
 
 

@@ -128,8 +128,9 @@ class BottleneckProber:
     (([1], [0, 1]), True)
     """
 
-    def __init__(self, problem: Problem, dfs_budget: int = DFS_BUDGET,
-                 extra_stages: int = EXTRA_STAGES):
+    def __init__(
+        self, problem: Problem, dfs_budget: int = DFS_BUDGET, extra_stages: int = EXTRA_STAGES
+    ):
         self.problem = problem
         self.dfs_budget = dfs_budget
         self.extra_stages = extra_stages
@@ -157,8 +158,9 @@ class BottleneckProber:
         nodes = np.asarray(nodes, dtype=int)
         worst = 0.0
         if len(cuts):
-            worst = float(np.max(self.t[np.asarray(cuts, dtype=int)]
-                                 * self.ltpb[nodes[:-1], nodes[1:]]))
+            worst = float(
+                np.max(self.t[np.asarray(cuts, dtype=int)] * self.ltpb[nodes[:-1], nodes[1:]])
+            )
         if self.problem.uses_compute:
             edges = [-1, *cuts, self.b - 1]
             for i, v in enumerate(nodes):
@@ -177,8 +179,7 @@ class BottleneckProber:
         usable = np.flatnonzero(self.t * self.min_ltpb <= beta)
         links = (self.t[usable, None, None] * self.ltpb[None, :, :] <= beta) & self.linked[None]
         first = usable + 1
-        return _Context(beta, far, usable, links, links.astype(np.float32), first,
-                        far[first])
+        return _Context(beta, far, usable, links, links.astype(np.float32), first, far[first])
 
     def _stage_ends(self, far: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """``ends[j, v]``: a stage on ``v`` may end at block ``j``, starting where ``starts[:, v]``.
@@ -189,7 +190,8 @@ class BottleneckProber:
         """
         latest = np.maximum.accumulate(np.where(starts, self.blocks[:, None], -1), axis=0)
         return (latest >= 0) & (
-            np.take_along_axis(far, np.maximum(latest, 0), 0) >= self.blocks[:, None])
+            np.take_along_axis(far, np.maximum(latest, 0), 0) >= self.blocks[:, None]
+        )
 
     def _finishing(self, ctx: _Context, more: np.ndarray) -> np.ndarray:
         """One backward step: ``out[j, v]`` iff a stage on ``v`` ending at ``j`` can be followed
@@ -198,8 +200,9 @@ class BottleneckProber:
         if len(ctx.usable) == 0:
             return out
         # soonest[a, w]: first block >= a where a stage on w may end and be completed
-        soonest = np.minimum.accumulate(
-            np.where(more, self.blocks[:, None], self.b)[::-1], axis=0)[::-1]
+        soonest = np.minimum.accumulate(np.where(more, self.blocks[:, None], self.b)[::-1], axis=0)[
+            ::-1
+        ]
         ok = soonest[ctx.next_first] <= ctx.next_last  # (U, N): a stage on w after cut e
         out[ctx.usable] |= (ctx.links_f @ ok[:, :, None].astype(np.float32))[:, :, 0] > 0
         return out
@@ -251,7 +254,8 @@ class BottleneckProber:
             # The search ran out of options, not of budget: allow every stage count
             # (the back layers stop changing early), and a complete failure is a proof.
             while len(back) < min(n, b) and (
-                    len(back) < 2 or not np.array_equal(back[-1], back[-2])):
+                len(back) < 2 or not np.array_equal(back[-1], back[-2])
+            ):
                 back.append(self._finishing(ctx, back[-1]))
             back += [back[-1]] * (min(n, b) - len(back))
             plan, complete = self._reconstruct(ctx, first_stage, back)
@@ -331,8 +335,12 @@ class BottleneckProber:
         for i in range(len(path) - 1, 0, -1):
             u, prev_ends = path[i - 1]
             v = nodes[i]
-            ok = prev_ends[usable] & links[:, u, v] & (usable + 1 <= j) & (
-                far[np.minimum(usable + 1, self.b - 1), v] >= j)
+            ok = (
+                prev_ends[usable]
+                & links[:, u, v]
+                & (usable + 1 <= j)
+                & (far[np.minimum(usable + 1, self.b - 1), v] >= j)
+            )
             cand = usable[ok]
             e = int(cand[np.argmin(self.t[cand])])
             cuts.append(e)
@@ -387,9 +395,15 @@ def _floor(prober: BottleneckProber) -> float:
     return floor
 
 
-def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DFS_BUDGET,
-           extra_stages: int = EXTRA_STAGES, search_time_s: float = SEARCH_TIME_S,
-           rel_tol: float = REL_TOL):
+def search(
+    problem: Problem,
+    *,
+    deadline: float = math.inf,
+    dfs_budget: int = DFS_BUDGET,
+    extra_stages: int = EXTRA_STAGES,
+    search_time_s: float = SEARCH_TIME_S,
+    rel_tol: float = REL_TOL,
+):
     """Search the smallest bottleneck the probes can meet (see the module docstring).
 
     1. A probe without limit gives the incumbent.
@@ -422,8 +436,11 @@ def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DF
 
     # 2. Relaxation bisection: every beta < lo is proven infeasible.
     lo, top = _floor(prober), best[2]
-    while (top > max(lo, 1e-300) * (1 + tolerance) and log["relaxations"] < MAX_PROBES
-           and time.perf_counter() < deadline):
+    while (
+        top > max(lo, 1e-300) * (1 + tolerance)
+        and log["relaxations"] < MAX_PROBES
+        and time.perf_counter() < deadline
+    ):
         cand = values(lo, top) if top <= lo * COARSE_RATIO else None
         if cand is not None:
             a, z = 0, len(cand)  # smallest candidate the relaxation accepts: cand[a] (or top)
@@ -466,8 +483,11 @@ def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DF
     # a proof it is optimal. A success is followed by one bisection probe between the
     # bound and the new incumbent. A tight relaxation is checked once, at its bound.
     tight_checked = False
-    while (best[2] > lo * (1 + tolerance) and log["probes"] < MAX_PROBES
-           and time.perf_counter() < deadline):
+    while (
+        best[2] > lo * (1 + tolerance)
+        and log["probes"] < MAX_PROBES
+        and time.perf_counter() < deadline
+    ):
         if not tight_checked and best[2] <= lo * TIGHT_CHECK_RATIO:
             tight_checked = True
             if not run(lo):
@@ -489,13 +509,25 @@ def search(problem: Problem, *, deadline: float = math.inf, dfs_budget: int = DF
     return best, min(bound, best[2]), log
 
 
-@register("bottleneck-search", description=(
-    "binary search on the bottleneck: layered relaxation DP + distinct-node reconstruction, "
-    "then local search"))
-def solve_bottleneck_search(problem: Problem, *, time_limit_s=None, seed: int = 0,
-                            dfs_budget: int = DFS_BUDGET, extra_stages: int = EXTRA_STAGES,
-                            search_time_s: float = SEARCH_TIME_S, rel_tol: float = REL_TOL,
-                            polish: bool = True, **_) -> SolverOutput:
+@register(
+    "bottleneck-search",
+    description=(
+        "binary search on the bottleneck: layered relaxation DP + distinct-node reconstruction, "
+        "then local search"
+    ),
+)
+def solve_bottleneck_search(
+    problem: Problem,
+    *,
+    time_limit_s=None,
+    seed: int = 0,
+    dfs_budget: int = DFS_BUDGET,
+    extra_stages: int = EXTRA_STAGES,
+    search_time_s: float = SEARCH_TIME_S,
+    rel_tol: float = REL_TOL,
+    polish: bool = True,
+    **_,
+) -> SolverOutput:
     """Bottleneck search (module docstring); deterministic, ``seed`` is unused.
 
     Parameters
@@ -513,19 +545,31 @@ def solve_bottleneck_search(problem: Problem, *, time_limit_s=None, seed: int = 
         Run :func:`~partopt.solvers.local_search.improve` on a plan not proven optimal.
     """
     deadline = math.inf if time_limit_s is None else time.perf_counter() + time_limit_s
-    best, bound, info = search(problem, deadline=deadline, dfs_budget=dfs_budget,
-                               extra_stages=extra_stages, search_time_s=search_time_s,
-                               rel_tol=rel_tol)
+    best, bound, info = search(
+        problem,
+        deadline=deadline,
+        dfs_budget=dfs_budget,
+        extra_stages=extra_stages,
+        search_time_s=search_time_s,
+        rel_tol=rel_tol,
+    )
     if best is None and math.isinf(bound):
-        return SolverOutput("infeasible", info={
-            **info, "reason": "no sequence of linked nodes with enough memory covers the chain"})
+        return SolverOutput(
+            "infeasible",
+            info={
+                **info,
+                "reason": "no sequence of linked nodes with enough memory covers the chain",
+            },
+        )
     if best is None:
         from partopt.solvers.greedy import solve_greedy
 
         start = solve_greedy(problem)
         if start.plan is None:
-            return SolverOutput("no_solution", info={
-                **info, "reason": "the reconstruction and the greedy start found no plan"})
+            return SolverOutput(
+                "no_solution",
+                info={**info, "reason": "the reconstruction and the greedy start found no plan"},
+            )
         best = (list(start.plan.cuts), list(start.plan.nodes), start.objective_s)
         info["start"] = "greedy"
     cuts, nodes, _ = best
@@ -536,5 +580,10 @@ def solve_bottleneck_search(problem: Problem, *, time_limit_s=None, seed: int = 
         value = bottleneck_s(problem, cuts, nodes)
         proven = value <= bound * (1 + 1e-9)
     status = "optimal" if proven else "feasible"
-    return SolverOutput(status, to_plan(problem, cuts, nodes), objective_s=value,
-                        lower_bound_s=bound, info={**info, "stages": len(nodes)})
+    return SolverOutput(
+        status,
+        to_plan(problem, cuts, nodes),
+        objective_s=value,
+        lower_bound_s=bound,
+        info={**info, "stages": len(nodes)},
+    )

@@ -45,7 +45,11 @@ def build(problem: Problem):
 
     b, n = problem.num_blocks, problem.num_nodes
     tau = transfer_times(problem)
-    links = [(c, int(u), int(v)) for c in range(b - 1) for u, v in zip(*np.nonzero(np.isfinite(tau[c])), strict=True)]
+    links = [
+        (c, int(u), int(v))
+        for c in range(b - 1)
+        for u, v in zip(*np.nonzero(np.isfinite(tau[c])), strict=True)
+    ]
     mem_sum, mem_max = problem.mem_sum, problem.mem_max
     cap = problem.cluster.memory_bytes * (1 + MEMORY_TOLERANCE)
     upper = max([0.0, *(float(tau[k]) for k in links)])
@@ -58,7 +62,9 @@ def build(problem: Problem):
     m.L = pyo.Set(initialize=links, dimen=3, doc="(cut, from node, to node) with a link")
     m.x = pyo.Var(m.B, m.V, domain=pyo.Binary, doc="block b runs on node v")
     m.y = pyo.Var(m.L, domain=pyo.Binary, doc="cut c is sent from u to v")
-    m.peak = pyo.Var(m.V, bounds=(0, float(mem_max.max()) if b else 0.0), doc="activation peak, bytes")
+    m.peak = pyo.Var(
+        m.V, bounds=(0, float(mem_max.max()) if b else 0.0), doc="activation peak, bytes"
+    )
     m.beta = pyo.Var(bounds=(0, upper), doc="bottleneck, seconds per inference")
     sends: dict = {}
     receives: dict = {}
@@ -74,7 +80,9 @@ def build(problem: Problem):
 
     @m.Constraint(range(b - 1), m.V, doc="leaving v at cut c means sending cut c from v")
     def flow_at_cut(m, c, v):
-        return m.x[c, v] - m.x[c + 1, v] == sum(sends.get((c, v), [])) - sum(receives.get((c, v), []))
+        return m.x[c, v] - m.x[c + 1, v] == sum(sends.get((c, v), [])) - sum(
+            receives.get((c, v), [])
+        )
 
     @m.Constraint(m.L, doc="only the host of block c sends cut c")
     def send_from_host(m, c, u, v):
@@ -118,7 +126,9 @@ def extract_plan(model, problem: Problem) -> Plan | None:
 
     hosts = []
     for blk in range(problem.num_blocks):
-        vals = [pyo.value(model.x[blk, v], exception=False) or 0.0 for v in range(problem.num_nodes)]
+        vals = [
+            pyo.value(model.x[blk, v], exception=False) or 0.0 for v in range(problem.num_nodes)
+        ]
         hosts.append(int(np.argmax(vals)))
     stages, first = [], 0
     for blk in range(1, problem.num_blocks + 1):
@@ -149,7 +159,13 @@ def solve_direct_milp(
         return SolverOutput(out.status, lower_bound_s=out.bound, info={**info, key: out.message})
     plan = extract_plan(model, problem)
     if out.status == "optimal":
-        return SolverOutput("optimal", plan, objective_s=out.objective, lower_bound_s=out.bound,
-                            info=info)
-    return SolverOutput("feasible", plan, objective_s=plan_value_s(problem, plan),
-                        lower_bound_s=out.bound, info=info)
+        return SolverOutput(
+            "optimal", plan, objective_s=out.objective, lower_bound_s=out.bound, info=info
+        )
+    return SolverOutput(
+        "feasible",
+        plan,
+        objective_s=plan_value_s(problem, plan),
+        lower_bound_s=out.bound,
+        info=info,
+    )

@@ -130,8 +130,9 @@ class ExactSearch:
         States a path search may expand per decision.
     """
 
-    def __init__(self, problem: Problem, deadline: float = math.inf,
-                 dfs_budget: int = DFS_BUDGET) -> None:
+    def __init__(
+        self, problem: Problem, deadline: float = math.inf, dfs_budget: int = DFS_BUDGET
+    ) -> None:
         self.problem = problem
         self.deadline = deadline
         self.dfs_budget = dfs_budget
@@ -151,9 +152,18 @@ class ExactSearch:
         # within theta". It also holds for fewer starts, more used nodes, smaller thresholds.
         self._dead_ends: dict[int, list[tuple[int, int, float]]] = {}
         self._lp = None  # (threshold it was built for, LP session and its column index)
-        self.stats = {"decisions": 0, "relaxation_refuted": 0, "search_feasible": 0,
-                      "search_refuted": 0, "milp_calls": 0, "states": 0, "dead_end_hits": 0,
-                      "lp_checks": 0, "lp_refuted": 0, "lp_integral": 0}
+        self.stats = {
+            "decisions": 0,
+            "relaxation_refuted": 0,
+            "search_feasible": 0,
+            "search_refuted": 0,
+            "milp_calls": 0,
+            "states": 0,
+            "dead_end_hits": 0,
+            "lp_checks": 0,
+            "lp_refuted": 0,
+            "lp_integral": 0,
+        }
 
     # -- threshold data ---------------------------------------------------
 
@@ -208,7 +218,9 @@ class ExactSearch:
         t2 = np.full((b, n), inf, dtype=np.int64)
         w1 = np.full((b, n), -1, dtype=np.int64)
         m = max(b - 1, 0)
-        best1 = np.full((m, n), inf, dtype=np.int64)  # over next nodes w, for a stage ending at cut j
+        best1 = np.full(
+            (m, n), inf, dtype=np.int64
+        )  # over next nodes w, for a stage ending at cut j
         arg1 = np.full((m, n), -1, dtype=np.int64)
         best2 = np.full((m, n), inf, dtype=np.int64)
         last = ends.T
@@ -239,7 +251,9 @@ class ExactSearch:
                 v1 = b1[jstar, np.arange(rest.size)]
                 who = arg1[i + jstar, rest]
                 a1 = arg1[i : top + 1, rest]
-                other = np.where(a1 != who[None, :], best1[i : top + 1, rest], best2[i : top + 1, rest])
+                other = np.where(
+                    a1 != who[None, :], best1[i : top + 1, rest], best2[i : top + 1, rest]
+                )
                 v2 = np.where(inside, other, inf).min(axis=0)
                 t1[i, rest] = v1
                 w1[i, rest] = np.where(v1 < inf, who, -1)
@@ -285,8 +299,9 @@ class ExactSearch:
             return None, None, None
         plan = None
         if not np.any((x[:kb] > 1e-6) & (x[:kb] < 1 - 1e-6)):
-            stages = sorted((int(first[q]), int(last[q]), int(node[q]))
-                            for q in np.flatnonzero(x[:ns] > 0.5))
+            stages = sorted(
+                (int(first[q]), int(last[q]), int(node[q])) for q in np.flatnonzero(x[:ns] > 0.5)
+            )
             plan = self._checked_plan(stages, ends, allowed)
             if plan is not None:
                 self.stats["lp_integral"] += 1
@@ -322,12 +337,27 @@ class ExactSearch:
         kl = ns + np.arange(nl)
         kb = ns + nl  # beta
         at0, ends_early, starts_late = first == 0, last < b - 1, first > 0
-        rows = [np.zeros(at0.sum(), int), row_end(last[ends_early], node[ends_early]),
-                row_start(first[starts_late] - 1, node[starts_late]), row_node + node,
-                row_end(cut, src), row_start(cut, dst), row_cut + cut, row_cut + np.arange(m)]
+        rows = [
+            np.zeros(at0.sum(), int),
+            row_end(last[ends_early], node[ends_early]),
+            row_start(first[starts_late] - 1, node[starts_late]),
+            row_node + node,
+            row_end(cut, src),
+            row_start(cut, dst),
+            row_cut + cut,
+            row_cut + np.arange(m),
+        ]
         cols = [k[at0], k[ends_early], k[starts_late], k, kl, kl, kl, np.full(m, kb)]
-        vals = [np.ones(at0.sum()), np.ones(ends_early.sum()), -np.ones(starts_late.sum()),
-                np.ones(ns), -np.ones(nl), np.ones(nl), self.tau[cut, src, dst], -np.ones(m)]
+        vals = [
+            np.ones(at0.sum()),
+            np.ones(ends_early.sum()),
+            -np.ones(starts_late.sum()),
+            np.ones(ns),
+            -np.ones(nl),
+            np.ones(nl),
+            self.tau[cut, src, dst],
+            -np.ones(m),
+        ]
         nrows = row_comp
         if self.problem.uses_compute:
             p = self.flops_prefix
@@ -336,8 +366,10 @@ class ExactSearch:
             cols += [k, np.full(n, kb)]
             vals += [ct, -np.ones(n)]
             nrows = row_comp + n
-        a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(nrows, ns + nl + 1))
+        a = sp.csc_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(nrows, ns + nl + 1),
+        )
         lo = np.zeros(nrows)
         hi = np.zeros(nrows)
         lo[0] = hi[0] = 1.0
@@ -369,8 +401,13 @@ class ExactSearch:
 
     # -- exact decision ---------------------------------------------------
 
-    def decide(self, theta: float, time_s: float = math.inf, states: int | None = None,
-               use_lp: bool = False):
+    def decide(
+        self,
+        theta: float,
+        time_s: float = math.inf,
+        states: int | None = None,
+        use_lp: bool = False,
+    ):
         """``(status, plan, relaxation)`` for threshold ``theta``.
 
         ``status`` is ``feasible`` (``plan`` has bottleneck ``<= theta``),
@@ -395,8 +432,9 @@ class ExactSearch:
             if use_lp:
                 # a short search first: most thresholds settle at once
                 try:
-                    plan = self._path_search(ends, allowed, relax, min(time_s, self.probe_time_s),
-                                             states)
+                    plan = self._path_search(
+                        ends, allowed, relax, min(time_s, self.probe_time_s), states
+                    )
                 except _Unknown:
                     verdict, plan, bound = self.lp_check(theta, ends, allowed, h)
                     if verdict == "infeasible":
@@ -465,7 +503,11 @@ class ExactSearch:
             cover = np.cumsum(cover[: b - 1]) > 0  # stage on v may end at cut j
             # After a cheap first try, re-solve the relaxation without the used
             # nodes: a prefix that spends a node a later hard cut needs dies here.
-            hs = free_relaxation(int(idx[0])) if self.expanded > forward_after else global_relaxation(v)
+            hs = (
+                free_relaxation(int(idx[0]))
+                if self.expanded > forward_after
+                else global_relaxation(v)
+            )
             move = allowed[:, v, :] & cover[:, None] & (hs <= n - k) & ~used[None, :]
             nxt = np.flatnonzero(move.any(axis=0))
             if nxt.size == 0:
@@ -479,8 +521,9 @@ class ExactSearch:
                 mask_w = used_mask | (1 << w)
                 bits = int.from_bytes(np.packbits(s_w).tobytes(), "big")
                 known = dead.get(w, ())
-                if any(t >= theta and (u & ~mask_w) == 0 and (bits & ~sb) == 0
-                       for u, sb, t in known):
+                if any(
+                    t >= theta and (u & ~mask_w) == 0 and (bits & ~sb) == 0 for u, sb, t in known
+                ):
                     self.stats["dead_end_hits"] += 1
                     continue
                 used[w] = True
@@ -489,8 +532,11 @@ class ExactSearch:
                 if ok:
                     return True
                 # drop the dead ends this one covers, then record it
-                dead[w] = [(u, sb, t) for u, sb, t in known
-                           if not (t <= theta and (mask_w & ~u) == 0 and (sb & ~bits) == 0)]
+                dead[w] = [
+                    (u, sb, t)
+                    for u, sb, t in known
+                    if not (t <= theta and (mask_w & ~u) == 0 and (sb & ~bits) == 0)
+                ]
                 dead[w].append((mask_w, bits, theta))
             path.pop()
             return False
@@ -618,8 +664,9 @@ class _Driver:
     SLOW_PROOF_S = 0.05
     """A probe refuted more slowly than this switches the search to descending."""
 
-    def __init__(self, problem, search: ExactSearch, deadline, seed, threads, use_milp,
-                 probe_time_s) -> None:
+    def __init__(
+        self, problem, search: ExactSearch, deadline, seed, threads, use_milp, probe_time_s
+    ) -> None:
         self.probe_time_s = probe_time_s
         self.problem = problem
         self.search = search
@@ -640,7 +687,9 @@ class _Driver:
         if status == "optimal":
             return SolverOutput("optimal", self.best, self.upper, self.upper, info)
         if status == "feasible":
-            return SolverOutput("feasible", self.best, self.upper, min(self.lower, self.upper), info)
+            return SolverOutput(
+                "feasible", self.best, self.upper, min(self.lower, self.upper), info
+            )
         if status == "no_solution":
             return SolverOutput("no_solution", lower_bound_s=self.lower, info=info)
         return SolverOutput(status, info=info)
@@ -703,7 +752,8 @@ class _Driver:
 
     def _milp(self, theta, h):
         status, plan, bound, milp_info = _milp_decide(
-            self.problem, self.search, theta, self.lower, self.seed, self.threads, h)
+            self.problem, self.search, theta, self.lower, self.seed, self.threads, h
+        )
         self.info.update(milp_info)
         return status, plan, bound
 
@@ -732,8 +782,9 @@ class _Driver:
                 self._give_up("time limit")
             if theta >= top:
                 if not self.decide(math.inf):
-                    return self._out("infeasible",
-                                     reason="no sequence of distinct linked nodes fits the chain")
+                    return self._out(
+                        "infeasible", reason="no sequence of distinct linked nodes fits the chain"
+                    )
                 break
             # the bound itself is the optimum more often than not, and a plan
             # there ends the search: its probe gets more time
@@ -785,10 +836,15 @@ def _milp_decide(problem, search: ExactSearch, theta, lower, seed, threads, h=No
         if remaining <= 0:
             return "unknown", None, None, {}
     reach = None if h is None else (h <= search.num_nodes)
-    model = build_milp(problem, max_time_s=None if math.isinf(theta) else theta,
-                       lower_bound_s=lower, reachable=reach)
-    out = solve_model(model, time_limit_s=remaining, seed=seed, threads=threads,
-                      options=MILP_HIGHS_OPTIONS)
+    model = build_milp(
+        problem,
+        max_time_s=None if math.isinf(theta) else theta,
+        lower_bound_s=lower,
+        reachable=reach,
+    )
+    out = solve_model(
+        model, time_limit_s=remaining, seed=seed, threads=threads, options=MILP_HIGHS_OPTIONS
+    )
     info = out.as_info()
     if out.status == "infeasible":
         return "infeasible", None, None, info

@@ -42,7 +42,9 @@ def partitions_by_level(problem: Problem, rule: str = "min-sum") -> list[list[in
     try:
         partition = PARTITIONS[rule]
     except KeyError:
-        raise ValueError(f"unknown partition rule {rule!r}; choose one of {sorted(PARTITIONS)}") from None
+        raise ValueError(
+            f"unknown partition rule {rule!r}; choose one of {sorted(PARTITIONS)}"
+        ) from None
     out: list[list[int]] = []
     for cap in capacity_levels(problem):
         cuts = partition(problem, cap, problem.num_nodes)
@@ -104,9 +106,17 @@ def solve_greedy(
             if value < best_value:
                 best_value, best = value, (cuts, chain)
     if best is None:
-        return SolverOutput("no_solution", info={
-            "reason": "no greedy chain found a linked node with enough memory for every stage",
-            "chains": tried})
+        return SolverOutput(
+            "no_solution",
+            info={
+                "reason": "no greedy chain found a linked node with enough memory for every stage",
+                "chains": tried,
+            },
+        )
     cuts, chain = best
-    return SolverOutput("feasible", to_plan(problem, cuts, chain), objective_s=best_value,
-                        info={"chains": tried, "stages": len(chain)})
+    return SolverOutput(
+        "feasible",
+        to_plan(problem, cuts, chain),
+        objective_s=best_value,
+        info={"chains": tried, "stages": len(chain)},
+    )

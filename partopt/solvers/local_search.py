@@ -96,7 +96,7 @@ class _Moves:
             score = np.where(ok, score, math.inf)
             for w in np.argsort(score, kind="stable")[:2]:
                 if math.isfinite(score[w]):
-                    yield cuts, [*nodes[:j], int(w), *nodes[j + 1:]]
+                    yield cuts, [*nodes[:j], int(w), *nodes[j + 1 :]]
         # swap two stages' nodes
         for i in range(k):
             for j in range(i + 1, k):
@@ -112,11 +112,13 @@ class _Moves:
                 if c == cuts[j]:
                     continue
                 if self.fits(lo, c)[nodes[j]] and self.fits(c + 1, hi)[nodes[j + 1]]:
-                    yield [*cuts[:j], c, *cuts[j + 1:]], nodes
+                    yield [*cuts[:j], c, *cuts[j + 1 :]], nodes
         # shift a bottleneck cut to a smaller transfer where a stage then overflows, and
         # split that stage, its surplus on the unused node with the best links
         if (~used).any() and k > 1:
-            times = self.t[np.asarray(cuts)] * self.ltpb[np.asarray(nodes[:-1]), np.asarray(nodes[1:])]
+            times = (
+                self.t[np.asarray(cuts)] * self.ltpb[np.asarray(nodes[:-1]), np.asarray(nodes[1:])]
+            )
             for j in np.flatnonzero(times >= times.max()):
                 lo, hi = bounds[j][0], bounds[j + 1][1]
                 for c in range(lo, hi):
@@ -142,21 +144,25 @@ class _Moves:
                     ok = ~used & self.fits(first, last)
                     if not ok.any():
                         continue
-                    score = np.maximum(self.t[first - 1] * self.ltpb[before], self.comp(first, last))
+                    score = np.maximum(
+                        self.t[first - 1] * self.ltpb[before], self.comp(first, last)
+                    )
                     if after is not None:
                         score = np.maximum(score, self.t[last] * self.ltpb[:, after])
                     score = np.where(ok, score, math.inf)
                     w = int(np.argmin(score))
                     if math.isfinite(score[w]):
-                        yield ([*cuts[:j], *new_cuts, *cuts[j + 1:]],
-                               [*nodes[:at], w, *nodes[at:]])
+                        yield (
+                            [*cuts[:j], *new_cuts, *cuts[j + 1 :]],
+                            [*nodes[:at], w, *nodes[at:]],
+                        )
         # merge two neighbouring stages onto one of their nodes
         for j in range(k - 1):
             first, last = bounds[j][0], bounds[j + 1][1]
             fit = self.fits(first, last)
             for v in (nodes[j], nodes[j + 1]):
                 if fit[v]:
-                    yield [*cuts[:j], *cuts[j + 1:]], [*nodes[:j], v, *nodes[j + 2:]]
+                    yield [*cuts[:j], *cuts[j + 1 :]], [*nodes[:j], v, *nodes[j + 2 :]]
         # split a stage, the second part on the unused node with the best links
         if (~used).any():
             for j in range(k):
@@ -173,7 +179,7 @@ class _Moves:
                     score = np.where(ok, score, math.inf)
                     w = int(np.argmin(score))
                     if math.isfinite(score[w]):
-                        yield sorted([*cuts, c]), [*nodes[: j + 1], w, *nodes[j + 1:]]
+                        yield sorted([*cuts, c]), [*nodes[: j + 1], w, *nodes[j + 1 :]]
 
 
 def improve(
@@ -208,8 +214,10 @@ def improve(
     return cuts, nodes, rounds
 
 
-@register("local-search",
-          description="greedy plan, then moves of cuts and nodes while the bottleneck drops")
+@register(
+    "local-search",
+    description="greedy plan, then moves of cuts and nodes while the bottleneck drops",
+)
 def solve_local_search(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> SolverOutput:
     """Local search (:func:`improve`) from the ``greedy`` plan; deterministic."""
     from partopt.solvers.greedy import solve_greedy
@@ -219,6 +227,9 @@ def solve_local_search(problem: Problem, *, time_limit_s=None, seed: int = 0, **
     if start.plan is None:
         return SolverOutput("no_solution", info={"reason": "the greedy start found no plan"})
     cuts, nodes, rounds = improve(problem, start.plan.cuts, start.plan.nodes, deadline=deadline)
-    return SolverOutput("feasible", to_plan(problem, cuts, nodes),
-                        objective_s=bottleneck_s(problem, cuts, nodes),
-                        info={"rounds": rounds, "start_s": start.objective_s})
+    return SolverOutput(
+        "feasible",
+        to_plan(problem, cuts, nodes),
+        objective_s=bottleneck_s(problem, cuts, nodes),
+        info={"rounds": rounds, "start_s": start.objective_s},
+    )

@@ -94,8 +94,14 @@ from partopt.plan import MEMORY_TOLERANCE, Plan, Stage
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
 
-__all__ = ["build", "extract_plan", "transfer_times", "stage_compute_times", "solve_milp",
-           "HIGHS_OPTIONS"]
+__all__ = [
+    "build",
+    "extract_plan",
+    "transfer_times",
+    "stage_compute_times",
+    "solve_milp",
+    "HIGHS_OPTIONS",
+]
 
 HIGHS_OPTIONS = {"presolve": "off"}
 """HiGHS options for this model. Its presolve spends seconds to minutes on the
@@ -159,7 +165,9 @@ def _candidates(problem: Problem, max_time_s, reachable):
             start[i] = (end[i - 1][:, None] & tau_ok[i - 1]).any(axis=0) | False
         end[i:, :] |= fits[i, i:, :] & start[i][None, :]
     # Backward: a stage ending at (j, v) must reach the last block.
-    done_start = np.zeros((b, n), dtype=bool)  # from a stage starting at (i, v) the chain can finish
+    done_start = np.zeros(
+        (b, n), dtype=bool
+    )  # from a stage starting at (i, v) the chain can finish
     done_end = np.zeros((b, n), dtype=bool)  # from a stage ending at (j, v) the chain can finish
     done_end[b - 1] = True
     for i in range(b - 1, -1, -1):
@@ -174,7 +182,11 @@ def _candidates(problem: Problem, max_time_s, reachable):
                 stages.append((int(i), int(j), int(v)))
     links = []
     for c in range(b - 1):
-        ok = tau_ok[c] & (end[c] & done_end[c])[:, None] & (start[c + 1] & done_start[c + 1])[None, :]
+        ok = (
+            tau_ok[c]
+            & (end[c] & done_end[c])[:, None]
+            & (start[c + 1] & done_start[c + 1])[None, :]
+        )
         for u, v in zip(*np.nonzero(ok), strict=True):
             links.append((c, int(u), int(v)))
     return stages, links
@@ -340,24 +352,36 @@ def solve_milp(
     """
     model = build(problem, max_time_s=max_time_s)
     size = {"milp_stage_vars": len(model.S), "milp_transfer_vars": len(model.L)}
-    out = solve_model(model, time_limit_s=time_limit_s, seed=seed, threads=threads, log=log,
-                      options=HIGHS_OPTIONS)
+    out = solve_model(
+        model, time_limit_s=time_limit_s, seed=seed, threads=threads, log=log, options=HIGHS_OPTIONS
+    )
     info = {**size, **out.as_info()}
     if out.status == "infeasible":
         if max_time_s is not None:
             # Infeasible below a cap proves nothing about the uncapped instance.
-            return SolverOutput("no_solution", lower_bound_s=float(max_time_s), info={
-                **info, "reason": f"no plan with bottleneck <= {max_time_s} s"})
+            return SolverOutput(
+                "no_solution",
+                lower_bound_s=float(max_time_s),
+                info={**info, "reason": f"no plan with bottleneck <= {max_time_s} s"},
+            )
         return SolverOutput("infeasible", info={**info, "reason": out.message})
     if out.status in ("no_solution", "error"):
         key = "error" if out.status == "error" else "reason"
         return SolverOutput(out.status, lower_bound_s=out.bound, info={**info, key: out.message})
     plan = extract_plan(model)
     if plan is None:
-        return SolverOutput("error", info={**info, "error": "HiGHS reported a solution with no stage"})
+        return SolverOutput(
+            "error", info={**info, "error": "HiGHS reported a solution with no stage"}
+        )
     if out.status == "optimal":
-        return SolverOutput("optimal", plan, objective_s=out.objective, lower_bound_s=out.bound,
-                            info=info)
+        return SolverOutput(
+            "optimal", plan, objective_s=out.objective, lower_bound_s=out.bound, info=info
+        )
     # An incumbent's beta need not be tight: report what its transfers cost.
-    return SolverOutput("feasible", plan, objective_s=plan_value_s(problem, plan),
-                        lower_bound_s=out.bound, info=info)
+    return SolverOutput(
+        "feasible",
+        plan,
+        objective_s=plan_value_s(problem, plan),
+        lower_bound_s=out.bound,
+        info=info,
+    )

@@ -186,10 +186,17 @@ def _widest_path(
     lo, hi, best = 0, len(weights), None
     while lo < hi:
         mid = (lo + hi) // 2
-        found = find_path(sub >= weights[mid], k, start=local_start, end=local_end,
-                          allowed=allowed[:, vertices], rng=rng, colours_drawn=drawn,
-                          stop_early=colour_options["stop_early"],
-                          max_trials=colour_options["max_trials"])
+        found = find_path(
+            sub >= weights[mid],
+            k,
+            start=local_start,
+            end=local_end,
+            allowed=allowed[:, vertices],
+            rng=rng,
+            colours_drawn=drawn,
+            stop_early=colour_options["stop_early"],
+            max_trials=colour_options["max_trials"],
+        )
         stats["thresholds"] += 1
         stats["trials"] += found.trials
         if found.path is None:
@@ -231,8 +238,17 @@ def k_path_matching(
                 if v is not None:
                     avail[v] = True
             k = length + 1
-            path = _widest_path(bw, np.flatnonzero(avail), k, start, end,
-                                fits[first : first + k], rng, colour_options, stats)
+            path = _widest_path(
+                bw,
+                np.flatnonzero(avail),
+                k,
+                start,
+                end,
+                fits[first : first + k],
+                rng,
+                colour_options,
+                stats,
+            )
             if path is None:
                 stats["failed_runs"] += 1
                 continue
@@ -249,16 +265,22 @@ def _partitions(problem: Problem, options: dict) -> list[list[int]]:
         memo = per_chain.setdefault((problem.memory, problem.transfer), {})
     elif not isinstance(memo, dict):
         memo = None  # False (or None): a fresh memo per partition
-    if not (options["memo_ignores_stage_limit"] or memo is not None
-            or options["skip_block_memory"]):
+    if not (
+        options["memo_ignores_stage_limit"] or memo is not None or options["skip_block_memory"]
+    ):
         return partitions_by_level(problem, options["partition"])
     if options["partition"] != "min-sum":
         raise ValueError("the original's partition defects only apply to partition='min-sum'")
     out: list[list[int]] = []
     for cap in capacity_levels(problem):
         if options["memo_ignores_stage_limit"] or memo is not None:
-            cuts = original_min_sum_partition(problem, cap, problem.num_nodes, memo=memo,
-                                              skip_block_memory=options["skip_block_memory"])
+            cuts = original_min_sum_partition(
+                problem,
+                cap,
+                problem.num_nodes,
+                memo=memo,
+                skip_block_memory=options["skip_block_memory"],
+            )
         else:
             fits = stage_fits_matrix(problem, cap, skip_block_memory=True)
             cuts = min_sum_partition(problem, cap, problem.num_nodes, fits=fits)
@@ -267,28 +289,48 @@ def _partitions(problem: Problem, options: dict) -> list[list[int]]:
     return out
 
 
-def _solve(problem: Problem, *, time_limit_s, seed: int, num_classes: int, partition: str,
-           max_trials: int | None, **defects) -> SolverOutput:
-    options = {**{k: False for k in ORIGINAL_DEFECTS}, "colours_factor": 1.0, "stop_early": True,
-               **defects, "partition": partition}
+def _solve(
+    problem: Problem,
+    *,
+    time_limit_s,
+    seed: int,
+    num_classes: int,
+    partition: str,
+    max_trials: int | None,
+    **defects,
+) -> SolverOutput:
+    options = {
+        **{k: False for k in ORIGINAL_DEFECTS},
+        "colours_factor": 1.0,
+        "stop_early": True,
+        **defects,
+        "partition": partition,
+    }
     unknown = set(options) - set(ORIGINAL_DEFECTS) - {"partition"}
     if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; seifer takes num_classes, "
-                        f"partition, max_trials and {sorted(ORIGINAL_DEFECTS)}")
+        raise TypeError(
+            f"unknown option(s) {sorted(unknown)}; seifer takes num_classes, "
+            f"partition, max_trials and {sorted(ORIGINAL_DEFECTS)}"
+        )
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     deadline = math.inf if time_limit_s is None else time.perf_counter() + time_limit_s
     rng = np.random.default_rng(seed)
-    colour_options = {"stop_early": bool(options["stop_early"]), "max_trials": max_trials,
-                      "colours_factor": float(options["colours_factor"])}
+    colour_options = {
+        "stop_early": bool(options["stop_early"]),
+        "max_trials": max_trials,
+        "colours_factor": float(options["colours_factor"]),
+    }
     all_transfers = problem.transfer_bytes
     stats = {"thresholds": 0, "trials": 0, "failed_runs": 0, "timed_out": False}
     info: dict = {"num_classes": num_classes}
 
     partitions = _partitions(problem, options)
     if not partitions:
-        return SolverOutput("no_solution", info={
-            **info, "reason": "the partition DP found no partition within the stage limit"})
+        return SolverOutput(
+            "no_solution",
+            info={**info, "reason": "the partition DP found no partition within the stage limit"},
+        )
     best_value, best, reasons = math.inf, None, []
     for cuts in partitions:
         fits = stage_fits(problem, cuts)
@@ -296,17 +338,32 @@ def _solve(problem: Problem, *, time_limit_s, seed: int, num_classes: int, parti
         if len(over):
             # Only a defect (skewed memory sum, stale memo) makes a stage larger than every
             # node; place it anyway, as the original did, to report what it would have claimed.
-            reasons.append(f"stage {int(over[0])} of the partition exceeds every node's memory "
-                           "(a defect of the original partition DP)")
+            reasons.append(
+                f"stage {int(over[0])} of the partition exceeds every node's memory "
+                "(a defect of the original partition DP)"
+            )
             fits[over] = True
         if len(cuts) == 0:
-            nodes = [int(np.argmin([bottleneck_s(problem, [], [v]) if fits[0, v] else math.inf
-                                    for v in range(problem.num_nodes)]))]
+            nodes = [
+                int(
+                    np.argmin(
+                        [
+                            bottleneck_s(problem, [], [v]) if fits[0, v] else math.inf
+                            for v in range(problem.num_nodes)
+                        ]
+                    )
+                )
+            ]
         else:
-            classes = bandwidth_classes(all_transfers, all_transfers[cuts], num_classes,
-                                        digitize_overflow=options["digitize_overflow"])
-            nodes = k_path_matching(problem, cuts, classes, num_classes, fits, rng,
-                                    colour_options, stats, deadline)
+            classes = bandwidth_classes(
+                all_transfers,
+                all_transfers[cuts],
+                num_classes,
+                digitize_overflow=options["digitize_overflow"],
+            )
+            nodes = k_path_matching(
+                problem, cuts, classes, num_classes, fits, rng, colour_options, stats, deadline
+            )
         if any(v is None for v in nodes):
             reasons.append(f"{sum(v is None for v in nodes)} of {len(nodes)} stages left unplaced")
             continue
@@ -323,18 +380,35 @@ def _solve(problem: Problem, *, time_limit_s, seed: int, num_classes: int, parti
     if best is None:
         return SolverOutput("no_solution", info={**info, "reason": "; ".join(reasons)})
     cuts, nodes = best
-    return SolverOutput("feasible", to_plan(problem, cuts, nodes), objective_s=best_value,
-                        info={**info, "stages": len(nodes),
-                              "stage_bounds": stage_bounds(cuts, problem.num_blocks)})
+    return SolverOutput(
+        "feasible",
+        to_plan(problem, cuts, nodes),
+        objective_s=best_value,
+        info={**info, "stages": len(nodes), "stage_bounds": stage_bounds(cuts, problem.num_blocks)},
+    )
 
 
 def _register(name: str, defaults: dict, description: str):
     @register(name, description=description)
-    def solve(problem: Problem, *, time_limit_s=None, seed: int = 0,
-              num_classes: int = DEFAULT_CLASSES, partition: str = "min-sum",
-              max_trials: int | None = None, **switches) -> SolverOutput:
-        return _solve(problem, time_limit_s=time_limit_s, seed=seed, num_classes=num_classes,
-                      partition=partition, max_trials=max_trials, **{**defaults, **switches})
+    def solve(
+        problem: Problem,
+        *,
+        time_limit_s=None,
+        seed: int = 0,
+        num_classes: int = DEFAULT_CLASSES,
+        partition: str = "min-sum",
+        max_trials: int | None = None,
+        **switches,
+    ) -> SolverOutput:
+        return _solve(
+            problem,
+            time_limit_s=time_limit_s,
+            seed=seed,
+            num_classes=num_classes,
+            partition=partition,
+            max_trials=max_trials,
+            **{**defaults, **switches},
+        )
 
     solve.__name__ = solve.__qualname__ = "solve_" + name.replace("-", "_")
     solve.__doc__ = f"{description}.\n\nSee :mod:`partopt.solvers.seifer` for the options."
@@ -342,8 +416,12 @@ def _register(name: str, defaults: dict, description: str):
 
 
 solve_seifer = _register(
-    "seifer", {},
-    "k-path matching (SEIFER): min-sum partition, bandwidth classes, colour-coded widest paths")
+    "seifer",
+    {},
+    "k-path matching (SEIFER): min-sum partition, bandwidth classes, colour-coded widest paths",
+)
 solve_seifer_original = _register(
-    "seifer-original", ORIGINAL_DEFECTS,
-    "SEIFER with the original code's defects switched on (to explain published numbers)")
+    "seifer-original",
+    ORIGINAL_DEFECTS,
+    "SEIFER with the original code's defects switched on (to explain published numbers)",
+)
