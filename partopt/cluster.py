@@ -170,7 +170,9 @@ class Cluster:
         nodes = data["nodes"]
         if not isinstance(nodes, list) or not all(isinstance(x, dict) for x in nodes):
             raise ClusterError('"nodes" must be a list of {"name", "memory_bytes"} objects')
-        names, mem, speeds = [], [], []
+        names: list[str] = []
+        mem: list[float] = []
+        speeds: list[float | None] = []
         for i, node in enumerate(nodes):
             name = node.get("name", f"n{i}")
             if not isinstance(name, str):
