@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
 
 from partopt import bounds, solvers
+from partopt._checks import check_int, check_real
 from partopt.feasibility import infeasibility_reason, min_uniform_capacity
 from partopt.plan import Evaluation, InvalidPlan, Plan, evaluate
 from partopt.problem import Problem
@@ -108,6 +110,37 @@ def gap(objective_s: float | None, bound_s: float | None) -> float | None:
     return max(0.0, (objective_s - bound_s) / objective_s)
 
 
+def _option_names(fn) -> set[str]:
+    """Keyword options a solver function takes (besides ``time_limit_s`` and ``seed``)."""
+    params = inspect.signature(fn).parameters.values()
+    named = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return named - {"problem", "time_limit_s", "seed"}
+
+
+def _checked_arguments(problem, method, time_limit_s, seed, options):
+    """The solver entry and the time limit (``inf`` -> ``None``) after checking every argument."""
+    if not isinstance(problem, Problem):
+        raise TypeError(
+            f"problem must be a partopt Problem, got {problem!r} ({type(problem).__name__})"
+        )
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a method name (str), got {method!r}")
+    info_ = solvers.get(method)
+    if time_limit_s is not None:
+        time_limit_s = check_real(time_limit_s, "time_limit_s", minimum=0.0, allow_inf=True)
+        if math.isinf(time_limit_s):
+            time_limit_s = None
+    check_int(seed, "seed", minimum=0)
+    known = _option_names(info_.fn)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(
+            f"method {method!r} has no option {unknown[0]!r}; "
+            f"its options are {', '.join(sorted(known)) or '(none)'}"
+        )
+    return info_, time_limit_s
+
+
 def solve(
     problem: Problem,
     method: str = "exact",
@@ -134,8 +167,13 @@ def solve(
     >>> r = solve(p, "brute")
     >>> r.status, r.bottleneck_s, r.plan.cuts
     ('optimal', 1.0, (0,))
+
+    Arguments are checked here, before any solver runs: ``time_limit_s``
+    must be ``None`` or a number of seconds >= 0 (``inf`` means no
+    limit), ``seed`` a non-negative integer, and every keyword option one
+    that ``method`` takes (``TypeError`` names the unknown one).
     """
-    info_ = solvers.get(method)
+    info_, time_limit_s = _checked_arguments(problem, method, time_limit_s, seed, options)
     reason = infeasibility_reason(problem)
     if reason is not None:
         return Result(

@@ -75,6 +75,7 @@ Alon, N., Yuster, R. and Zwick, U. (1995). Color-coding. J. ACM 42(4).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import weakref
@@ -410,6 +411,17 @@ def _register(name: str, defaults: dict, description: str):
             **{**defaults, **switches},
         )
 
+    # The switches are keyword options like any other: show them in the signature, so that
+    # callers (``solve``, sweep validation) can check option names before running.
+    plain = [p for p in inspect.signature(solve).parameters.values() if p.kind != p.VAR_KEYWORD]
+    off = {k: False for k in ORIGINAL_DEFECTS} | {"colours_factor": 1.0, "stop_early": True}
+    switches_params = [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(k, off[k]))
+        for k in ORIGINAL_DEFECTS
+    ]
+    solve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*plain, *switches_params], return_annotation=SolverOutput
+    )
     solve.__name__ = solve.__qualname__ = "solve_" + name.replace("-", "_")
     solve.__doc__ = f"{description}.\n\nSee :mod:`partopt.solvers.seifer` for the options."
     return solve
