@@ -83,7 +83,7 @@ import weakref
 import numpy as np
 
 from partopt.colorcoding import find_path
-from partopt.partition import min_sum_partition, original_min_sum_partition, stage_fits_matrix
+from partopt.partition import min_sum_partition, original_min_sum_partition, stage_windows
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
 from partopt.solvers._plans import (
@@ -283,8 +283,8 @@ def _partitions(problem: Problem, options: dict) -> list[list[int]]:
                 skip_block_memory=options["skip_block_memory"],
             )
         else:
-            fits = stage_fits_matrix(problem, cap, skip_block_memory=True)
-            cuts = min_sum_partition(problem, cap, problem.num_nodes, fits=fits)
+            windows = stage_windows(problem, cap, skip_block_memory=True)
+            cuts = min_sum_partition(problem, cap, problem.num_nodes, windows=windows)
         if cuts is not None and cuts not in out:
             out.append(cuts)
     return out
