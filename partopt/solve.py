@@ -208,7 +208,16 @@ def solve(
     info = dict(out.info)
     status = out.status
     if status == "infeasible":
-        info.setdefault("min_capacity_bytes", min_uniform_capacity(problem))
+        need = min_uniform_capacity(problem)
+        if float(problem.cluster.memory_bytes.min()) >= need:
+            # Every node already has what memory needs: more memory is not the fix.
+            why = info.get("reason") or "no plan fits the links"
+            info["reason"] = (
+                f"{why}; memory is not what is missing (every node has the {need:.0f} bytes "
+                "a plan needs): the links do not join the nodes a plan needs"
+            )
+        else:
+            info.setdefault("min_capacity_bytes", need)
         return Result(method, status, None, None, math.inf, None, runtime, info)
 
     evaluation = None

@@ -128,7 +128,9 @@ def test_missing_links_make_brute_infeasible():
     )
     r = solve(p, "brute")
     assert r.status == "infeasible"
-    assert solve(p, "random").status == "no_solution"
+    # no links at all is a certificate every method gets before running
+    r = solve(p, "random")
+    assert r.status == "infeasible" and "no links" in r.info["reason"]
 
 
 def test_brute_refuses_large_instances():
@@ -220,3 +222,26 @@ def test_problem_checks_its_parts():
 def test_infinite_time_limit_means_no_limit():
     r = solve(_tiny_problem(), "exact", time_limit_s=float("inf"))
     assert r.status == "optimal"
+
+
+# -- infeasible: say what is missing ------------------------------------------------------
+
+
+def test_no_links_says_the_links_are_missing():
+    chain = Chain.from_arrays([3, 3, 3], [1e6, 2e6])
+    r = solve(Problem(chain, Cluster(("a", "b", "c"), [6, 6, 6], np.zeros((3, 3)))), "exact")
+    assert r.status == "infeasible"
+    assert "no links" in r.info["reason"] and "whole chain must run on one node" in r.info["reason"]
+    assert r.info["min_capacity_bytes"] == 9  # the whole chain on one node, not one stage's 6
+
+
+@pytest.mark.parametrize("method", ["exact", "milp"])
+def test_links_too_few_for_a_path_are_named_not_memory(method):
+    # a star: any path has at most 3 nodes, the chain needs 4 stages, memory is plenty per stage
+    bw = np.zeros((4, 4))
+    bw[0, 1:] = bw[1:, 0] = 5.0
+    chain = Chain.from_arrays([2, 2, 2, 2], [1e6, 1e6, 1e6])
+    r = solve(Problem(chain, Cluster(("a", "b", "c", "d"), [2, 2, 2, 2], bw)), method)
+    assert r.status == "infeasible"
+    assert "memory is not what is missing" in r.info["reason"]
+    assert "min_capacity_bytes" not in r.info

@@ -38,8 +38,8 @@ __all__ = [
     "check_time_left",
 ]
 
-MAX_DENSE_CELLS = 100_000_000
-"""Largest dense table a solver may allocate: 10**8 cells (800 MB of float64)."""
+MAX_DENSE_CELLS = 2**27
+"""Largest dense table a solver may allocate: 2**27 cells (1 GiB of float64)."""
 
 MAX_MODEL_ITEMS = 10_000_000
 """Largest MILP (variables + constraints) a method builds; pyomo needs about 1-2 KB each."""
