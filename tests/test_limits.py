@@ -84,3 +84,31 @@ def test_paper_cluster_of_many_nodes_is_cheap():
     c = paper_cluster(2000, 64, seed=0)
     assert c.bandwidth_mbps.shape == (2000, 2000)
     assert isinstance(c, Cluster)
+
+
+# -- command-line integers name their option ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (
+            ["solve", "m.onnx", "--paper-cluster", "5", "--capacity-mb", "64", "--seed", "-1"],
+            "--seed",
+        ),
+        (["solve", "m.onnx", "--paper-cluster", "0", "--capacity-mb", "64"], "--paper-cluster"),
+        (["solve", "m.onnx", "--paper-cluster", "2", "--time-limit", "nan"], "--time-limit"),
+        (["cluster", "paper", "--nodes", "2.5", "--capacity-mb", "64"], "--nodes"),
+        (["emulate", "m.onnx", "p.json", "--cluster", "c.json", "--requests", "0"], "--requests"),
+        (["emulate", "m.onnx", "p.json", "--cluster", "c.json", "--port", "-3"], "--port"),
+        (["export", "m.onnx", "p.json", "out", "--check-seed", "-2"], "--check-seed"),
+    ],
+)
+def test_integer_options_are_named_in_their_errors(capsys, argv, option):
+    from partopt.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {option}: must be" in err

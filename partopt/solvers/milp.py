@@ -194,6 +194,8 @@ def _candidates(problem: Problem, max_time_s, reachable, deadline: float = math.
     end = np.zeros((b, n), dtype=bool)
     start[0] = True
     for i in range(b):
+        if time.perf_counter() > deadline:
+            raise OutOfTime("time limit: reached while pruning the model's stages")
         if i > 0:
             start[i] = (end[i - 1][:, None] & tau_ok[i - 1]).any(axis=0) | False
         end[i:, :] |= fits[i, i:, :] & start[i][None, :]
@@ -204,6 +206,8 @@ def _candidates(problem: Problem, max_time_s, reachable, deadline: float = math.
     done_end = np.zeros((b, n), dtype=bool)  # from a stage ending at (j, v) the chain can finish
     done_end[b - 1] = True
     for i in range(b - 1, -1, -1):
+        if time.perf_counter() > deadline:
+            raise OutOfTime("time limit: reached while pruning the model's stages")
         if i < b - 1:
             done_end[i] = (tau_ok[i] & done_start[i + 1][None, :]).any(axis=1)
         done_start[i] = (fits[i, i:, :] & done_end[i:, :]).any(axis=0)
