@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -110,13 +109,6 @@ def gap(objective_s: float | None, bound_s: float | None) -> float | None:
     return max(0.0, (objective_s - bound_s) / objective_s)
 
 
-def _option_names(fn) -> set[str]:
-    """Keyword options a solver function takes (besides ``time_limit_s`` and ``seed``)."""
-    params = inspect.signature(fn).parameters.values()
-    named = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    return named - {"problem", "time_limit_s", "seed"}
-
-
 def _checked_arguments(problem, method, time_limit_s, seed, options):
     """The solver entry and the time limit (``inf`` -> ``None``) after checking every argument."""
     if not isinstance(problem, Problem):
@@ -131,7 +123,7 @@ def _checked_arguments(problem, method, time_limit_s, seed, options):
         if math.isinf(time_limit_s):
             time_limit_s = None
     check_int(seed, "seed", minimum=0)
-    known = _option_names(info_.fn)
+    known = solvers.option_names(method)
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(

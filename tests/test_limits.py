@@ -112,3 +112,19 @@ def test_integer_options_are_named_in_their_errors(capsys, argv, option):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"argument {option}: must be" in err
+
+
+@pytest.mark.parametrize(
+    "stage, fragment",
+    [
+        ({"node": 0, "first_block": 0.5, "last_block": 2}, "first_block must be a whole number"),
+        ({"node": 0, "first_block": 0, "last_block": "2"}, "last_block must be a whole number"),
+        ({"node": True, "first_block": 0, "last_block": 2}, "node must be a whole number or"),
+        ({"node": 0, "first_block": 0}, "needs 'node', 'first_block' and 'last_block'"),
+    ],
+)
+def test_plan_files_need_whole_block_numbers(stage, fragment):
+    from partopt.plan import InvalidPlan, Plan
+
+    with pytest.raises(InvalidPlan, match=fragment):
+        Plan.from_dict([stage], _problem(3, 2, 64))
