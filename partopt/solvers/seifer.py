@@ -197,9 +197,13 @@ def _widest_path(
             colours_drawn=drawn,
             stop_early=colour_options["stop_early"],
             max_trials=colour_options["max_trials"],
+            deadline=colour_options.get("deadline", math.inf),
         )
         stats["thresholds"] += 1
         stats["trials"] += found.trials
+        if found.how == "time limit":
+            stats["timed_out"] = True
+            break  # keep the widest path found so far, if any
         if found.path is None:
             lo = mid + 1
         else:
@@ -321,6 +325,7 @@ def _solve(
         "stop_early": bool(options["stop_early"]),
         "max_trials": max_trials,
         "colours_factor": float(options["colours_factor"]),
+        "deadline": deadline,
     }
     all_transfers = problem.transfer_bytes
     stats = {"thresholds": 0, "trials": 0, "failed_runs": 0, "timed_out": False}
