@@ -149,6 +149,12 @@ class Evaluation:
 
 
 def _check(problem: Problem, plan: Plan) -> None:
+    if not isinstance(problem, Problem):
+        raise TypeError(
+            f"problem must be a partopt Problem, got {problem!r} ({type(problem).__name__})"
+        )
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan must be a partopt Plan, got {plan!r} ({type(plan).__name__})")
     b, n = problem.num_blocks, problem.num_nodes
     stages = plan.stages
     if not stages:

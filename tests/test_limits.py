@@ -128,3 +128,12 @@ def test_plan_files_need_whole_block_numbers(stage, fragment):
 
     with pytest.raises(InvalidPlan, match=fragment):
         Plan.from_dict([stage], _problem(3, 2, 64))
+
+
+def test_evaluate_checks_its_arguments():
+    from partopt.plan import Plan, Stage, evaluate
+
+    with pytest.raises(TypeError, match="problem must be a partopt Problem, got None"):
+        evaluate(None, Plan((Stage(0, 2, 0),)))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="plan must be a partopt Plan"):
+        evaluate(_problem(3, 2, 64), [(0, 2, 0)])  # type: ignore[arg-type]
