@@ -103,8 +103,11 @@ def linked_group_size(problem: Problem) -> int:
     2
     """
     bw = problem.cluster.bandwidth_mbps
-    adj = (bw > 0) | (bw > 0).T
     n = problem.num_nodes
+    linked = bw > 0
+    if int(np.count_nonzero(linked)) == n * (n - 1):
+        return n  # every pair linked (the generated clusters): skip the search
+    adj = linked | linked.T
     unseen = np.ones(n, dtype=bool)
     best = 0
     while unseen.any():
