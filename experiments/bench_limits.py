@@ -67,8 +67,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="experiments/results/bench_limits.csv")
     args = ap.parse_args()
-    fields = ["blocks", "nodes", "capacity_mb", "method", "time_limit_s", "status", "wall_s",
-              "runtime_s", "build_s", "solve_s", "peak_rss_mb", "note"]
+    fields = [
+        "blocks",
+        "nodes",
+        "capacity_mb",
+        "method",
+        "time_limit_s",
+        "status",
+        "wall_s",
+        "runtime_s",
+        "build_s",
+        "solve_s",
+        "peak_rss_mb",
+        "note",
+    ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -78,13 +90,29 @@ def main() -> None:
                 [sys.executable, "-c", CASE, json.dumps(case)], capture_output=True, text=True
             )
             lines = proc.stdout.strip().splitlines()
-            row = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-                "status": "crashed", "note": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            row = (
+                json.loads(lines[-1])
+                if proc.returncode == 0 and lines
+                else {"status": "crashed", "note": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            )
             row.update(dict(zip(fields[:5], case, strict=True)))
             w.writerow(row)
             f.flush()
-            print({k: row.get(k) for k in ("method", "blocks", "nodes", "status", "wall_s",
-                                           "peak_rss_mb", "note")}, flush=True)
+            print(
+                {
+                    k: row.get(k)
+                    for k in (
+                        "method",
+                        "blocks",
+                        "nodes",
+                        "status",
+                        "wall_s",
+                        "peak_rss_mb",
+                        "note",
+                    )
+                },
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
