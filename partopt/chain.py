@@ -464,7 +464,7 @@ def _unknown_size(graph: LayerGraph, tensor: str, after: str) -> ModelError:
     )
     return ModelError(
         f"tensor {tensor!r} crossing the cut after node {after!r} has an unknown shape "
-        f"({dims}); set the graph input shapes, e.g. {graph.shape_hint()}"
+        f"({dims}): {graph.size_advice(tensor)}"
     )
 
 
