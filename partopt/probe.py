@@ -211,6 +211,11 @@ def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
     masks as well).
     """
     g = model.graph
+    if not g.value_info:  # sizes of computed tensors (what scatters index into) need inference
+        try:
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception:  # noqa: BLE001 - best effort: initializers and inputs still tell a lot
+            pass
     dims = _shape_map(model)
     uses: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
     for node in g.node:
@@ -256,11 +261,11 @@ def random_inputs(specs: Sequence[Any], seed: int = 0, bounds: dict[str, int] | 
             )
         dt = s.dtype
         if dt.kind == "f":
-            out[s.name] = rng.standard_normal(s.shape).astype(dt)
+            out[s.name] = np.asarray(rng.standard_normal(s.shape), dtype=dt)
         elif dt.kind in "iu":
-            out[s.name] = rng.integers(0, bounds.get(s.name, 2), size=s.shape).astype(dt)
+            out[s.name] = np.asarray(rng.integers(0, bounds.get(s.name, 2), size=s.shape), dtype=dt)
         elif dt.kind == "b":
-            out[s.name] = rng.integers(0, 2, size=s.shape).astype(dt)
+            out[s.name] = np.asarray(rng.integers(0, 2, size=s.shape), dtype=dt)
         else:
             raise ProbeError(
                 f"input {s.name!r} holds {dt.name if dt.kind != 'O' else 'strings'}, which random "
@@ -343,12 +348,12 @@ def _perturbed(inputs: dict[str, np.ndarray], bounds: dict[str, int], seed: int)
     out = {}
     for name, a in inputs.items():
         if a.dtype.kind == "f":
-            out[name] = rng.standard_normal(a.shape).astype(a.dtype)
+            out[name] = np.asarray(rng.standard_normal(a.shape), dtype=a.dtype)
         elif a.dtype.kind in "iu":
             b = max(1, bounds.get(name, 2))
-            out[name] = ((a.astype(np.int64) + 1) % b).astype(a.dtype)
+            out[name] = np.asarray((a.astype(np.int64) + 1) % b, dtype=a.dtype)
         elif a.dtype.kind == "b":
-            out[name] = ~a
+            out[name] = np.logical_not(a)
         else:
             out[name] = a
     return out
