@@ -138,9 +138,9 @@ def _spec_from_value_info(vi: onnx.ValueInfoProto) -> TensorSpec | None:
     tt = vi.type.tensor_type
     shape: tuple[int, ...] | None = None
     if tt.HasField("shape"):
-        dims = []
+        dims: list[int] | None = []
         for d in tt.shape.dim:
-            if not d.HasField("dim_value"):
+            if not d.HasField("dim_value") or dims is None:
                 dims = None
                 break
             dims.append(int(d.dim_value))
@@ -202,7 +202,7 @@ def _infer(model: onnx.ModelProto) -> dict[str, TensorSpec]:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # noqa: BLE001 - fall back to an onnxruntime probe
         inferred = model
-    specs = {}
+    specs: dict[str, TensorSpec] = {}
     g = inferred.graph
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         s = _spec_from_value_info(vi)
@@ -224,7 +224,9 @@ def stage_ranges(plan, num_blocks: int) -> list[tuple[object, int, int]]:
     from partopt.plan import InvalidPlan, Plan
 
     if isinstance(plan, Plan):
-        items = [(s.node, s.first_block, s.last_block) for s in plan.stages]
+        items: list[tuple[object, int, int]] = [
+            (s.node, s.first_block, s.last_block) for s in plan.stages
+        ]
     else:
         stages = plan.get("stages") if isinstance(plan, dict) else plan
         if not isinstance(stages, list) or not stages:
@@ -292,7 +294,8 @@ class StageModel:
 
 def _sum_bytes(specs: Iterable[TensorSpec]) -> int | None:
     sizes = [s.nbytes for s in specs]
-    return None if any(b is None for b in sizes) else int(sum(sizes))
+    known = [b for b in sizes if b is not None]
+    return None if len(known) < len(sizes) else int(sum(known))
 
 
 @dataclass
@@ -328,6 +331,18 @@ class Export:
                 for s in self.stages
             ],
         }
+
+
+def _fits(vi: onnx.ValueInfoProto, shape: tuple[int, ...] | None) -> bool:
+    """Whether the declared type of ``vi`` admits a tensor of ``shape``."""
+    tt = vi.type.tensor_type
+    if shape is None or not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+        return shape is not None and vi.type.HasField("tensor_type")
+    dims = tt.shape.dim
+    return len(dims) == len(shape) and all(
+        not d.HasField("dim_value") or d.dim_value <= 0 or d.dim_value == v
+        for d, v in zip(dims, shape, strict=True)
+    )
 
 
 def _is_weight_node(node: onnx.NodeProto) -> bool:
@@ -503,13 +518,18 @@ def split_model(
         else:
             for t, (elem, dims) in res.shapes.items():
                 if dims is not None and all(d is not None for d in dims) and t not in res.varying:
-                    specs[t] = TensorSpec(t, elem, tuple(int(d) for d in dims))
+                    specs[t] = TensorSpec(t, elem, tuple(int(d or 0) for d in dims))
                 elif t not in specs:  # the type is enough for a stage boundary
                     specs[t] = TensorSpec(t, elem, None)
     for t in needed:
         if t not in specs:
             raise ExportError(f"cannot tell the type of tensor {t!r}{why}")
 
+    # A graph input keeps the declaration of the file where the concrete shape fits it:
+    # onnxruntime checks If branches against declared shapes, also branches never taken.
+    declared = {
+        vi.name: vi for vi in graph.input if vi.name in specs and _fits(vi, specs[vi.name].shape)
+    }
     stages = []
     value_info = {vi.name: vi for vi in fixed.graph.value_info}
     for k, (node_label, first, last) in enumerate(ranges):
@@ -533,7 +553,7 @@ def split_model(
         g = helper.make_graph(
             nodes,
             f"{graph.name or 'model'}_stage{k}",
-            [specs[t].value_info() for t in ins],
+            [declared.get(t) or specs[t].value_info() for t in ins],
             [specs[t].value_info() for t in outs],
             initializer=stage_inits,
             value_info=vis,
@@ -653,10 +673,17 @@ def check_export(
     inputs = make_inputs(model, shapes, sample=sample_inputs, seed=seed)
     fixed = _with_input_shapes(model, {k: tuple(np.shape(v)) for k, v in inputs.items()})
     names = [t.name for t in export.outputs]
-    try:
-        whole = dict(zip(names, session(fixed).run(names, inputs), strict=True))
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own message, on one line
-        raise ExportError(f"onnxruntime cannot run the whole model: {_one_line(exc)}") from None
+    whole = None
+    # The file as it is first: fixing its input shapes can make onnxruntime check a
+    # branch the inputs never take (an If on a sample rate) against them.
+    for candidate in (model, fixed):
+        try:
+            whole = dict(zip(names, session(candidate).run(names, inputs), strict=True))
+            break
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own message, on one line
+            error = _one_line(exc)
+    if whole is None:
+        raise ExportError(f"onnxruntime cannot run the whole model: {error}")
     try:
         split = run_stages(export, inputs)
     except Exception as exc:  # noqa: BLE001

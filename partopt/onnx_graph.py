@@ -268,7 +268,10 @@ def _collect_shapes(g, shapes: dict, *, top: bool = True) -> None:
             continue
         dims = None
         if tt.HasField("shape"):
-            dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+            dims = tuple(
+                d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                for d in tt.shape.dim
+            )
         shapes[vi.name] = (tt.elem_type, dims)
     for t in g.initializer:
         shapes.setdefault(t.name, (t.data_type, tuple(t.dims)))
@@ -380,6 +383,11 @@ def _fix_input_shapes(
                 f"--input-shape names {name!r}, which is not a graph input; "
                 f"the model's inputs are: {', '.join(names) or '(none)'}"
             )
+    # Some exporters write -1 for a dynamic dimension: it is symbolic.
+    for vi in real:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.ClearField("dim_value")
     # Symbols bound by the user, then the batch symbol of each input set to 1.
     bindings: dict[str, int] = {}
     overridden = False
@@ -446,7 +454,8 @@ def _infer_shapes(model, bindings: dict[str, int], overridden: bool, warnings: l
             )
         except Exception as exc:  # inference is best effort: keep declared shapes
             last = exc
-    warnings.append(f"shape inference failed ({_one_line(last)}); using the declared shapes")
+    why = _one_line(last) if last is not None else "no result"
+    warnings.append(f"shape inference failed ({why}); using the declared shapes")
     return model
 
 
@@ -670,8 +679,8 @@ class LayerGraph:
             for u in ps:
                 succs[u].append(v)
         is_output = [False] * len(tid)
-        for t in self.outputs:
-            is_output[tid[t]] = True
+        for out_name in self.outputs:
+            is_output[tid[out_name]] = True
         return GraphArrays(
             tensor_names=list(self.tensors),
             tensor_bytes=[ti.bytes for ti in self.tensors.values()],
@@ -738,7 +747,8 @@ class LayerGraph:
     def shape_hint(self) -> str:
         """An ``--input-shape`` example built from the graph inputs."""
         parts = []
-        for name in self.inputs:
+        open_ = [t for t in self.inputs if any(d is None for d in self.tensors[t].shape or (None,))]
+        for name in open_ or self.inputs:
             shape = self.tensors[name].shape or ()
             dims = "x".join(str(d) if d is not None else "N" for d in shape) or "1x3x224x224"
             parts.append(f"--input-shape {name}={dims}")
@@ -887,10 +897,10 @@ def _probe_unknown(
         if o and not known(o)
     ]
     wanted = list(dict.fromkeys(wanted))
-    if not wanted:
-        return
     sample = dict(sample or {})
     unsized = [t for t in inputs if t not in sample and not known(t)]
+    if not wanted and not unsized:
+        return
     if unsized:
         dims = shapes.get(unsized[0], (0, None))[1]
         hint = "x".join("N" if d is None else str(d) for d in dims or ()) or "D1xD2x..."
