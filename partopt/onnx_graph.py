@@ -920,6 +920,13 @@ def _probe_unknown(
         res = probe_shapes(m, wanted, concrete, sample=sample, model_dir=model_dir)
     except ProbeError as exc:
         why = str(exc)
+        hung = _branch_dependent(g, [t for t in inputs if t not in sample])
+        if hung and exc.values_may_help:
+            node, source = next(iter(hung.values()))
+            why = (
+                f"{why[:160]}...; the branch {node!r} takes depends on the value of input "
+                f"{source!r}, which was made up"
+            )
         if not sample and exc.values_may_help and "--sample-inputs" not in why:
             why += "; give real input values with --sample-inputs FILE.npz"
         elif sample:
@@ -942,6 +949,54 @@ def _probe_unknown(
             f"gave {_dims_text(a)} and {_dims_text(b)}); give real input values with "
             "--sample-inputs FILE.npz"
         )
+    made_up = [t for t in inputs if t not in sample]
+    for t, (node, source) in _branch_dependent(g, made_up).items():
+        if t in res.shapes and t not in meta["unsettled"]:
+            overrides[t] = (res.shapes[t][0], None)
+            meta["unsettled"][t] = (
+                f"its size follows the branch {node!r} takes, which depends on the value of "
+                f"input {source!r}; give real input values with --sample-inputs FILE.npz"
+            )
+
+
+# Ops whose outputs carry no information about their inputs' values.
+_SHAPE_ONLY = {"Shape", "Size", "EyeLike"}
+
+
+def _branch_dependent(g, made_up: list[str]) -> dict[str, tuple[str, str]]:
+    """Tensors whose size rests on a control-flow decision taken on made-up input values.
+
+    An ``If`` condition, a ``Loop`` trip count or condition computed from the
+    *values* of a generated input (not only from its shape) may go another way on
+    real data; its outputs and every tensor computed from them are returned,
+    each with the node and the input it hangs on. The nodes are sorted.
+    """
+    taint: dict[str, str] = {t: t for t in made_up}  # tensor -> input its value comes from
+    hung: dict[str, tuple[str, str]] = {}  # tensor -> (control-flow node, input)
+    for node in g.node:
+        reads = node_reads(node)
+        label = node.name or node.op_type
+        cause = None
+        if node.op_type == "If" and node.input and node.input[0] in taint:
+            cause = (label, taint[node.input[0]])
+        elif node.op_type == "Loop":
+            ctrl = [t for t in node.input[:2] if t and t in taint]
+            cause = (label, taint[ctrl[0]]) if ctrl else None
+        if cause is None:
+            cause = next((hung[t] for t in reads if t in hung), None)
+        src = (
+            None
+            if node.op_type in _SHAPE_ONLY
+            else next((taint[t] for t in reads if t in taint), None)
+        )
+        for o in node.output:
+            if not o:
+                continue
+            if src is not None:
+                taint[o] = src
+            if cause is not None:
+                hung[o] = cause
+    return hung
 
 
 def _dims_text(dims) -> str:

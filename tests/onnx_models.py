@@ -518,3 +518,39 @@ def microsoft_op() -> onnx.ModelProto:
         [_w("W", (6, 6)), _w("W2", (6, 3), 1)],
     )
     return _ms_model(g, "com.microsoft")
+
+
+def if_on_sample_rate() -> onnx.ModelProto:
+    """``If(sr == 16000)``: the then-branch keeps ``h = X @ W`` [1,8], the else-branch
+    concatenates it twice [1,16]; ``Y = Relu(.)``. Which size is right depends on the
+    *value* of the int64 scalar input ``sr``."""
+    then_g = helper.make_graph(
+        [helper.make_node("Identity", ["h"], ["b"], name="keep")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("b", F, None)],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Concat", ["h", "h"], ["b2"], name="twice", axis=1)],
+        "else",
+        [],
+        [helper.make_tensor_value_info("b2", F, None)],
+    )
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["h"], name="mm"),
+        helper.make_node("Equal", ["sr", "rate"], ["is16k"], name="is16k"),
+        helper.make_node("If", ["is16k"], ["branch"], name="by_rate", then_branch=then_g,
+                         else_branch=else_g),
+        helper.make_node("Relu", ["branch"], ["Y"], name="relu"),
+    ]  # fmt: skip
+    g = helper.make_graph(
+        nodes,
+        "if_on_sample_rate",
+        [
+            helper.make_tensor_value_info("X", F, [1, 8]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [helper.make_tensor_value_info("Y", F, None)],
+        [_w("W", (8, 8)), _ints("rate", 16000)],
+    )
+    return _model(g)

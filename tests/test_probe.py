@@ -258,3 +258,22 @@ def test_sample_inputs_file_errors_are_one_line(tmp_path):
     with pytest.raises(ProbeError, match="numpy.savez") as e:
         load_sample_inputs(bad)
     assert "\n" not in str(e.value)
+
+
+def test_if_on_an_input_value_needs_sample_inputs():
+    model = M.if_on_sample_rate()
+    graph = load_graph(model)
+    # both random runs take the else-branch: the same shapes, yet not to be trusted
+    assert set(graph.meta["unsettled"]) == {"branch", "Y"}
+    assert "'sr'" in graph.meta["unsettled"]["branch"]
+    with pytest.raises(ModelError) as e:
+        build_chain(graph, "multi")
+    msg = str(e.value)
+    assert "\n" not in msg and "by_rate" in msg and "--sample-inputs" in msg
+    sample = {"sr": np.array(16000, dtype=np.int64)}
+    graph = load_graph(model, sample_inputs=sample)
+    assert graph.meta["unsettled"] == {} and graph.tensors["branch"].shape == (1, 8)
+    chain = build_chain(graph, "multi")
+    export = split_model(model, chain, {"stages": _plan(chain)}, layer_graph=graph,
+                         sample_inputs=sample)  # fmt: skip
+    assert check_export(model, export, sample_inputs=sample).ok
