@@ -1,9 +1,12 @@
 """ONNX model -> layer DAG: parameter bytes, tensor bytes and FLOPs per layer.
 
-partopt plans from an ONNX file without ever reading a weight value: the
+partopt plans from an ONNX file without ever needing its weight values: the
 model is loaded with its external data left on disk (a missing weight file is
-fine), shapes come from ONNX shape inference, and every size is computed from
-shapes and dtypes.
+fine), shapes come from ONNX shape inference (with data propagation), and
+where that leaves an activation's size unknown, from one probe run in
+onnxruntime (:mod:`partopt.probe`; the model's own weights when they are at
+hand, random ones otherwise). Every size is computed from shapes and dtypes;
+``LayerGraph.meta`` and ``TensorInfo.source`` say where each came from.
 
 Conventions
 -----------

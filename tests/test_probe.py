@@ -277,3 +277,25 @@ def test_if_on_an_input_value_needs_sample_inputs():
     export = split_model(model, chain, {"stages": _plan(chain)}, layer_graph=graph,
                          sample_inputs=sample)  # fmt: skip
     assert check_export(model, export, sample_inputs=sample).ok
+
+
+def test_advice_names_what_is_still_missing_not_what_was_given():
+    # B is read after the first cut, so its size is a transfer the chain needs
+    nodes = [helper.make_node("Relu", ["A"], ["a"], name="relu"),
+             helper.make_node("Add", ["a", "B"], ["Y"], name="add")]  # fmt: skip
+    g = helper.make_graph(
+        nodes,
+        "two_symbolic",
+        [
+            helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, "n"]),
+            helper.make_tensor_value_info("B", TensorProto.FLOAT, [1, "m"]),
+        ],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelError) as e:
+        build_chain(load_graph(model, {"A": (1, 4)}), "multi")
+    msg = str(e.value)
+    assert "'B'" in msg and "--input-shape B=1xN" in msg and "A=" not in msg
+    graph = load_graph(model, {"A": (1, 4), "B": (1, 4)})
+    assert build_chain(graph, "multi").num_blocks == 2
