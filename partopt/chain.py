@@ -26,6 +26,7 @@ memory and transfer models need, so that one chain serves every model:
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
@@ -464,7 +465,7 @@ def _unknown_size(graph: LayerGraph, tensor: str, after: str) -> ModelError:
     )
     return ModelError(
         f"tensor {tensor!r} crossing the cut after node {after!r} has an unknown shape "
-        f"({dims}); set the graph input shapes, e.g. {graph.shape_hint()}"
+        f"({dims}): {graph.size_advice(tensor)}"
     )
 
 
@@ -728,6 +729,16 @@ def load_chain(
     path,
     cuts: str = "single",
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    sample_inputs=None,
 ) -> Chain:
-    """Load an ONNX file and build its chain (:func:`load_graph` + :func:`build_chain`)."""
-    return build_chain(load_graph(path, input_shapes), cuts)
+    """Load an ONNX file and build its chain (:func:`load_graph` + :func:`build_chain`).
+
+    ``sample_inputs`` is a mapping of arrays by input name, or the path of an
+    ``.npz`` file holding them (``--sample-inputs``); they feed the shape probe.
+    """
+    if isinstance(sample_inputs, (str, os.PathLike)):
+        from partopt.probe import load_sample_inputs
+
+        sample_inputs = load_sample_inputs(sample_inputs)
+    graph = load_graph(path, input_shapes, sample_inputs=sample_inputs)
+    return build_chain(graph, cuts)

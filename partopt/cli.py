@@ -122,11 +122,20 @@ def _input_shapes(specs: list[str] | None) -> dict | None:
     return dict(parse_input_shape(s) for s in specs)
 
 
+def _sample_inputs(path: str | None) -> dict | None:
+    if not path:
+        return None
+    from partopt.probe import load_sample_inputs
+
+    return load_sample_inputs(path)
+
+
 def _load_chain(args):
     from partopt.chain import build_chain
     from partopt.onnx_graph import load_graph
 
-    graph = load_graph(args.model, _input_shapes(args.input_shape))
+    sample = _sample_inputs(getattr(args, "sample_inputs", None))
+    graph = load_graph(args.model, _input_shapes(args.input_shape), sample_inputs=sample)
     return graph, build_chain(graph, cuts=args.cuts)
 
 
@@ -143,6 +152,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="NAME=1x3x224x224",
         help="fix a graph input's shape (symbolic dimensions); repeatable",
+    )
+    p.add_argument(
+        "--sample-inputs",
+        metavar="FILE.npz",
+        help="real input values (numpy.savez arrays by input name) for the shape probe run; "
+        "they also fix the inputs' shapes",
     )
     p.add_argument(
         "--memory",
@@ -165,6 +180,27 @@ def _cluster_from_args(args) -> Cluster:
 
 
 # -- inspect ----------------------------------------------------------------------
+
+
+_SOURCE_WORDS = {
+    "inference": "from shape inference",
+    "probe": "from a probe run (onnxruntime, random inputs)",
+    "sample-inputs": "from a run on the sample inputs",
+    "unknown": "unknown",
+}
+
+
+def _sources_text(meta: dict) -> str:
+    """Which source each activation size came from, in one line."""
+    counts = meta.get("shape_sources", {})
+    parts = [f"{counts[k]} {_SOURCE_WORDS.get(k, k)}" for k in _SOURCE_WORDS if counts.get(k)]
+    probe = meta.get("probe", {})
+    if probe.get("ran"):
+        parts.append(f"probe weights: {probe.get('weights')}, {probe.get('seconds', 0):.2f} s")
+    unsettled = meta.get("unsettled", {})
+    if unsettled:
+        parts.append(f"{len(unsettled)} depend on input values ({', '.join(list(unsettled)[:3])})")
+    return "; ".join(parts) + " (activation tensors)"
 
 
 def cmd_inspect(args) -> int:
@@ -191,6 +227,11 @@ def cmd_inspect(args) -> int:
         "memory": args.memory,
         "cut_points": cuts,
         "blocks": blocks,
+        "meta": {
+            "shape_sources": graph.meta.get("shape_sources", {}),
+            "probe": graph.meta.get("probe", {}),
+            "unsettled": graph.meta.get("unsettled", {}),
+        },
     }
     if args.compare_cuts:
         from partopt.chain import compare_cut_methods
@@ -209,6 +250,7 @@ def cmd_inspect(args) -> int:
         f"{_fmt_bytes(total_params)} of parameters, {len(cuts)} {args.cuts}-tensor cut points, "
         f"{chain.num_blocks} blocks"
     )
+    print(f"sizes: {_sources_text(graph.meta)}")
     if rows:
         print(_table(["cut", "after node", "transfer", "params before"], rows))
     print(
@@ -304,6 +346,7 @@ def cmd_solve(args) -> int:
             "transfer": args.transfer,
             "objective": args.objective,
             "input_shape": args.input_shape or [],
+            "sample_inputs": args.sample_inputs,
         }
     )
     if args.output:

@@ -68,10 +68,13 @@ def _input_shapes(specs) -> dict | None:
     return dict(parse_input_shape(s) for s in specs)
 
 
-def pipeline_chain(model_path: str, doc: dict, cuts: str | None = None, input_shape=None):
+def pipeline_chain(
+    model_path: str, doc: dict, cuts: str | None = None, input_shape=None, sample_inputs=None
+):
     """``(layer_graph, chain, input_shapes)`` for a plan document, checked against the plan.
 
-    ``cuts`` and ``input_shape`` override the plan's own. Raises
+    ``cuts`` and ``input_shape`` override the plan's own; ``sample_inputs``
+    (arrays by input name) feed the shape probe run. Raises
     :class:`PipelineError` when the plan's blocks or stage memories do not
     match the chain (another model, cut family or input shape).
     """
@@ -81,7 +84,7 @@ def pipeline_chain(model_path: str, doc: dict, cuts: str | None = None, input_sh
 
     cuts = cuts or doc.get("cuts") or "single"
     shapes = _input_shapes(input_shape if input_shape else doc.get("input_shape"))
-    graph = load_graph(model_path, shapes)
+    graph = load_graph(model_path, shapes, sample_inputs=sample_inputs)
     chain = build_chain(graph, cuts=cuts)
     try:
         ranges = stage_ranges(doc, chain.num_blocks)
@@ -102,6 +105,14 @@ def pipeline_chain(model_path: str, doc: dict, cuts: str | None = None, input_sh
                 "was it made for another model, --cuts or --input-shape?"
             )
     return graph, chain, shapes
+
+
+def _sample_inputs(path) -> dict | None:
+    if not path:
+        return None
+    from partopt.probe import load_sample_inputs
+
+    return load_sample_inputs(path)
 
 
 def _fmt_bytes(n) -> str:
@@ -125,7 +136,8 @@ def cmd_export(args) -> int:
 
     doc = load_plan_doc(args.plan)
     model = load_model(args.model)
-    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape)
+    sample = _sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
+    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
     missing = missing_weights(model)
     weights = "model"
     if missing:
@@ -136,7 +148,9 @@ def cmd_export(args) -> int:
             )
         model = random_weights(model, args.random_weights)
         weights = f"random (seed {args.random_weights})"
-    export = split_model(model, chain, doc, input_shapes=shapes, layer_graph=graph)
+    export = split_model(
+        model, chain, doc, input_shapes=shapes, layer_graph=graph, sample_inputs=sample
+    )
     extra = {
         "weights": weights,
         "cuts": args.cuts or doc.get("cuts") or "single",
@@ -154,7 +168,7 @@ def cmd_export(args) -> int:
     print(f"manifest: {manifest}; weights: {weights}")
     if args.no_check:
         return 0
-    report = check_export(model, export, seed=args.check_seed)
+    report = check_export(model, export, seed=args.check_seed, sample_inputs=sample)
     print(f"check: {report}")
     if not report.ok:
         print(
@@ -175,7 +189,8 @@ def cmd_emulate(args) -> int:
     doc = load_plan_doc(args.plan)
     cluster = Cluster.load(args.cluster)
     model = load_model(args.model)
-    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape)
+    sample = _sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
+    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
     problem = Problem(
         chain,
         cluster,
@@ -228,6 +243,12 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="NAME=D1xD2x...",
         help='shape of a graph input (default: the plan\'s "input_shape"; batch 1)',
+    )
+    p.add_argument(
+        "--sample-inputs",
+        metavar="FILE.npz",
+        help="real input values (arrays by input name) for the shape probe and the export "
+        'check (default: the plan\'s "sample_inputs")',
     )
 
 
