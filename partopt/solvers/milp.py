@@ -284,6 +284,7 @@ def build(
     stages, links = _candidates(problem, max_time_s, reachable, deadline)
     check_time_left("milp", deadline, len(stages) + len(links) + 4 * (b - 1) * n)
     import pyomo.environ as pyo  # after the checks: importing pyomo alone takes about a second
+
     tau = transfer_times(problem)
     ct = stage_compute_times(problem)
     if lower_bound_s is None:
