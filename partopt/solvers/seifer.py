@@ -36,6 +36,12 @@ on); pass one explicitly to isolate its effect:
     the same loaded model at several capacities leaks as the original did
     (see :func:`clear_leaky_memo`); a ``dict`` is used as the memo itself.
     Implies ``memo_ignores_stage_limit``.
+``memo_history``
+    Capacities in MB (2**20 bytes) the original solved this model at before
+    this one, in order (its loop went up the capacities): the partition memo
+    is first filled by partitioning at each of them, so that one run gives
+    what the original gave at that point of its loop without depending on
+    the runs before it. Implies a fresh ``leaky_memo`` dict.
 ``skip_block_memory``
     Stage memory summed ``partition_mems[i:j-1]``: every stage but the last
     leaves out its last block, so stages can exceed the capacity.
@@ -75,6 +81,7 @@ Alon, N., Yuster, R. and Zwick, U. (1995). Color-coding. J. ACM 42(4).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import weakref
@@ -260,7 +267,17 @@ def k_path_matching(
 def _partitions(problem: Problem, options: dict) -> list[list[int]]:
     """The distinct partitions to place, one per capacity level (largest first)."""
     memo = options["leaky_memo"]
-    if memo is True:
+    if options["memo_history"]:
+        memo = {}
+        for cap_mb in options["memo_history"]:
+            original_min_sum_partition(
+                problem,
+                float(cap_mb) * 2**20,
+                problem.num_nodes,
+                memo=memo,
+                skip_block_memory=options["skip_block_memory"],
+            )
+    elif memo is True:
         per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
         memo = per_chain.setdefault((problem.memory, problem.transfer), {})
     elif not isinstance(memo, dict):
@@ -297,6 +314,7 @@ def _solve(
     num_classes: int,
     partition: str,
     max_trials: int | None,
+    memo_history=None,
     **defects,
 ) -> SolverOutput:
     options = {
@@ -305,8 +323,9 @@ def _solve(
         "stop_early": True,
         **defects,
         "partition": partition,
+        "memo_history": memo_history,
     }
-    unknown = set(options) - set(ORIGINAL_DEFECTS) - {"partition"}
+    unknown = set(options) - set(ORIGINAL_DEFECTS) - {"partition", "memo_history"}
     if unknown:
         raise TypeError(
             f"unknown option(s) {sorted(unknown)}; seifer takes num_classes, "
@@ -398,6 +417,7 @@ def _register(name: str, defaults: dict, description: str):
         num_classes: int = DEFAULT_CLASSES,
         partition: str = "min-sum",
         max_trials: int | None = None,
+        memo_history: tuple[float, ...] | None = None,
         **switches,
     ) -> SolverOutput:
         return _solve(
@@ -407,9 +427,21 @@ def _register(name: str, defaults: dict, description: str):
             num_classes=num_classes,
             partition=partition,
             max_trials=max_trials,
+            memo_history=memo_history,
             **{**defaults, **switches},
         )
 
+    # The switches are keyword options like any other: show them in the signature, so that
+    # callers (``solve``, sweep validation) can check option names before running.
+    plain = [p for p in inspect.signature(solve).parameters.values() if p.kind != p.VAR_KEYWORD]
+    off = {k: False for k in ORIGINAL_DEFECTS} | {"colours_factor": 1.0, "stop_early": True}
+    switches_params = [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(k, off[k]))
+        for k in ORIGINAL_DEFECTS
+    ]
+    solve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*plain, *switches_params], return_annotation=SolverOutput
+    )
     solve.__name__ = solve.__qualname__ = "solve_" + name.replace("-", "_")
     solve.__doc__ = f"{description}.\n\nSee :mod:`partopt.solvers.seifer` for the options."
     return solve
