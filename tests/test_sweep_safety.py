@@ -207,7 +207,8 @@ def _children() -> dict[int, int]:
 
 def _descendants(pid: int) -> set[int]:
     parents = _children()
-    found, frontier = set(), {pid}
+    found: set[int] = set()
+    frontier = {pid}
     while frontier:
         frontier = {p for p, pp in parents.items() if pp in frontier} - found
         found |= frontier
@@ -268,3 +269,33 @@ def test_the_pool_dies_with_a_killed_sweep(tmp_path, sig):
         for p in family:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+# -- one generator per model name -----------------------------------------------------------
+
+
+def test_each_generated_model_name_means_one_generator():
+    import csv
+
+    from partopt.experiments.instances import resnetlike_chain, synthetic_chain
+
+    a, b = synthetic_chain(0, 50), resnetlike_chain(0, 50)
+    assert (a.name, b.name) == ("synthetic:0:50", "resnetlike:0:50")
+    assert a.param_bytes.sum() != b.param_bytes.sum()
+    # the benchmark CSVs were written with the ResNet-like generator: none may say synthetic
+    for path in sorted((REPO / "experiments" / "results").glob("bench_*.csv")):
+        with open(path, newline="") as fh:
+            models = {row.get("model", "") for row in csv.DictReader(fh)}
+        assert not any(m.startswith("synthetic:") for m in models), path.name
+
+
+def test_benchmark_configs_load_and_name_their_generators(tmp_path):
+    cfg = load_config(REPO / "experiments" / "configs" / "bench_exact.toml")
+    models = {r.instance.model for r in cfg.runs}
+    assert {"resnetlike:0:50", "resnetlike:4:200"} <= models
+    assert not any(m.startswith("synthetic:") for m in models)
+    from partopt.experiments.runner import execute
+
+    run = next(r for r in cfg.runs if r.instance.model == "resnetlike:0:50")
+    rec = execute(run)
+    assert rec["versions"]["chain_generator"] == "resnetlike-v1" and rec["num_blocks"] == 50
