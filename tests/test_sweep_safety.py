@@ -79,6 +79,26 @@ def test_report_reads_records_without_importing_the_runner(tmp_path):
     assert out.stdout.strip() == "['partopt.experiments', 'partopt.experiments.records']"
 
 
+def test_experiment_modules_import_only_the_ones_before_them():
+    # data flows config -> instances -> runner -> records; records (read by reports) stand alone
+    allowed = {
+        "records": set(),
+        "config": set(),
+        "instances": {"config"},
+        "runner": {"config", "instances", "records"},
+    }
+    for name, may in allowed.items():
+        tree = ast.parse((REPO / "partopt" / "experiments" / f"{name}.py").read_text())
+        used = {
+            node.module.rsplit(".", 1)[1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module is not None
+            and node.module.startswith("partopt.experiments.")
+        }
+        assert used <= may, (name, used - may)
+
+
 # -- method options -------------------------------------------------------------------------
 
 
