@@ -72,6 +72,48 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 # -- shared argument handling -------------------------------------------------
 
 
+def int_at_least(minimum: int):
+    """An argparse ``type`` for integers ``>= minimum``; argparse names the option in the error.
+
+    Examples
+    --------
+    >>> int_at_least(0)("3")
+    3
+    >>> int_at_least(0)("-1")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be an integer >= 0, got '-1'
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def float_at_least(minimum: float):
+    """An argparse ``type`` for finite numbers ``>= minimum`` (``nan`` and ``inf`` refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a number >= {minimum:g}, got {text!r}")
+        return value
+
+    parse.__name__ = f"number >= {minimum:g}"
+    return parse
+
+
 def _input_shapes(specs: list[str] | None) -> dict | None:
     if not specs:
         return None
@@ -328,12 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", metavar="FILE", help="cluster file (JSON or YAML)")
     p.add_argument(
         "--paper-cluster",
-        type=int,
+        type=int_at_least(1),
         metavar="N",
         help="generate the original work's random geometric cluster of N nodes",
     )
-    p.add_argument("--capacity-mb", type=float, metavar="C", help="node memory in MB (2**20 bytes)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the cluster and the method")
+    p.add_argument(
+        "--capacity-mb", type=float_at_least(0), metavar="C", help="node memory in MB (2**20 bytes)"
+    )
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed for the cluster and the method"
+    )
     p.add_argument(
         "--method", default="exact", help="solver (see `partopt methods`; default exact)"
     )
@@ -349,17 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="communication",
         help="communication only (default) or max(communication, compute)",
     )
-    p.add_argument("--time-limit", type=float, metavar="S", help="solver time limit in seconds")
+    p.add_argument(
+        "--time-limit", type=float_at_least(0), metavar="S", help="solver time limit in seconds"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-o", "--output", metavar="PLAN.json", help="also write the JSON plan here")
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("cluster", help="write a generated cluster file")
     p.add_argument("layout", choices=("paper", "grid", "ring"))
-    p.add_argument("--nodes", type=int, required=True, metavar="N")
-    p.add_argument("--capacity-mb", type=float, required=True, metavar="C")
-    p.add_argument("--rows", type=int, help="grid rows")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nodes", type=int_at_least(1), required=True, metavar="N")
+    p.add_argument("--capacity-mb", type=float_at_least(0), required=True, metavar="C")
+    p.add_argument("--rows", type=int_at_least(1), help="grid rows")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("-o", "--output", metavar="FILE", help="JSON or YAML file (default: print)")
     p.set_defaults(func=cmd_cluster)
 

@@ -21,6 +21,7 @@ import math
 import sys
 from pathlib import Path
 
+from partopt.cli import int_at_least
 from partopt.errors import PartoptError
 
 __all__ = ["PipelineError", "add_parsers", "load_plan_doc", "pipeline_chain"]
@@ -255,12 +256,14 @@ def add_parsers(sub) -> None:
     p.add_argument("outdir", metavar="OUTDIR")
     p.add_argument(
         "--random-weights",
-        type=int,
+        type=int_at_least(0),
         metavar="SEED",
         help="give an architecture-only model (weight file missing) random weights",
     )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime round-trip check")
-    p.add_argument("--check-seed", type=int, default=0, help="seed of the check's random inputs")
+    p.add_argument(
+        "--check-seed", type=int_at_least(0), default=0, help="seed of the check's random inputs"
+    )
     _add_chain_args(p)
     p.set_defaults(func=cmd_export)
 
@@ -275,7 +278,9 @@ def add_parsers(sub) -> None:
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("plan", metavar="PLAN.json", help="what `partopt solve --json` prints")
     p.add_argument("--cluster", required=True, metavar="FILE", help="cluster file (JSON or YAML)")
-    p.add_argument("--requests", type=int, default=100, metavar="R", help="requests to serve (100)")
+    p.add_argument(
+        "--requests", type=int_at_least(1), default=100, metavar="R", help="requests to serve (100)"
+    )
     p.add_argument(
         "--time-scale",
         type=_positive_float,
@@ -283,7 +288,9 @@ def add_parsers(sub) -> None:
         metavar="X",
         help="wall seconds per emulated second for links and emulated compute (1; 0.1 = 10x faster)",
     )
-    p.add_argument("--window", type=int, metavar="W", help="requests in flight (2 x stages + 2)")
+    p.add_argument(
+        "--window", type=int_at_least(1), metavar="W", help="requests in flight (2 x stages + 2)"
+    )
     p.add_argument(
         "--kill-node",
         action="append",
@@ -296,17 +303,21 @@ def add_parsers(sub) -> None:
         metavar="KIND:NAME@SECONDS",
         help="inject a fault: kill, freeze (SIGSTOP), hang (compute), stall (link), garbage",
     )
-    p.add_argument("--random-faults", type=int, default=0, metavar="N", help="N faults at random")
-    p.add_argument("--seed", type=int, default=0, help="seed of inputs, random faults and weights")
+    p.add_argument(
+        "--random-faults", type=int_at_least(0), default=0, metavar="N", help="N faults at random"
+    )
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed of inputs, random faults and weights"
+    )
     p.add_argument(
         "--random-weights",
-        type=int,
+        type=int_at_least(0),
         metavar="SEED",
         help="random weights (automatic, seed --seed, when the model has no weight data)",
     )
     p.add_argument(
         "--port",
-        type=int,
+        type=int_at_least(0),
         default=0,
         help="first of stages + 2 consecutive loopback ports (default: chosen by the system)",
     )

@@ -48,6 +48,15 @@ class Problem:
     objective: str = "communication"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.chain, Chain):
+            raise TypeError(
+                f"chain must be a partopt Chain, got {self.chain!r} ({type(self.chain).__name__})"
+            )
+        if not isinstance(self.cluster, Cluster):
+            raise TypeError(
+                f"cluster must be a partopt Cluster, got {self.cluster!r} "
+                f"({type(self.cluster).__name__})"
+            )
         if self.memory not in MEMORY_MODELS:
             raise ValueError(f"unknown memory model {self.memory!r}; choose one of {MEMORY_MODELS}")
         if self.transfer not in TRANSFER_MODELS:

@@ -184,6 +184,7 @@ def _solve(sub: Problem, method: str, warm: Plan | None, warm_val: float, time_l
         opts = {}
         if warm is not None and math.isfinite(warm_val):
             opts = {"warm_start": warm, "max_time_s": warm_val}
+            opts = {k: v for k, v in opts.items() if k in solvers.option_names(m)}
         try:
             res = solve(sub, m, time_limit_s=time_limit_s, seed=seed, **opts)
         except ValueError as exc:  # SolverRefused: too large for this method

@@ -89,7 +89,7 @@ import weakref
 import numpy as np
 
 from partopt.colorcoding import find_path
-from partopt.partition import min_sum_partition, original_min_sum_partition, stage_fits_matrix
+from partopt.partition import min_sum_partition, original_min_sum_partition, stage_windows
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
 from partopt.solvers._plans import (
@@ -203,9 +203,13 @@ def _widest_path(
             colours_drawn=drawn,
             stop_early=colour_options["stop_early"],
             max_trials=colour_options["max_trials"],
+            deadline=colour_options.get("deadline", math.inf),
         )
         stats["thresholds"] += 1
         stats["trials"] += found.trials
+        if found.how == "time limit":
+            stats["timed_out"] = True
+            break  # keep the widest path found so far, if any
         if found.path is None:
             lo = mid + 1
         else:
@@ -299,8 +303,8 @@ def _partitions(problem: Problem, options: dict) -> list[list[int]]:
                 skip_block_memory=options["skip_block_memory"],
             )
         else:
-            fits = stage_fits_matrix(problem, cap, skip_block_memory=True)
-            cuts = min_sum_partition(problem, cap, problem.num_nodes, fits=fits)
+            windows = stage_windows(problem, cap, skip_block_memory=True)
+            cuts = min_sum_partition(problem, cap, problem.num_nodes, windows=windows)
         if cuts is not None and cuts not in out:
             out.append(cuts)
     return out
@@ -339,6 +343,7 @@ def _solve(
         "stop_early": bool(options["stop_early"]),
         "max_trials": max_trials,
         "colours_factor": float(options["colours_factor"]),
+        "deadline": deadline,
     }
     all_transfers = problem.transfer_bytes
     stats = {"thresholds": 0, "trials": 0, "failed_runs": 0, "timed_out": False}
