@@ -11,7 +11,6 @@ that a typo is one line of error and not a sweep of error records.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 from collections.abc import Iterable
@@ -42,8 +41,6 @@ MAX_SYNTHETIC_BLOCKS = 100_000
 """Longest synthetic chain a sweep builds (the bundled models have at most 714 blocks)."""
 
 _RESERVED_OPTIONS = ("name", "time_limit_s", "solver_seeds")
-_SOLVER_ARGUMENTS = ("problem", "time_limit_s", "seed")
-"""Parameters every solver has that a sweep sets itself (``seed`` via ``solver_seeds``)."""
 _GRID_KEYS = {
     "models",
     "memory",
@@ -272,24 +269,17 @@ def check_registered(methods: Iterable[str]) -> None:
 
 
 def method_options(name: str) -> tuple[str, ...] | None:
-    """The options a sweep may give method ``name`` (``None``: not registered here).
+    """The options a sweep may give method ``name``, sorted (``None``: not registered here).
 
-    They are the keyword parameters of the method's solver function, less
-    the ones every run sets itself (``time_limit_s``; ``seed`` comes from
-    ``solver_seeds``). A solver's catch-all ``**options`` does not count:
-    it is there to ignore what other methods take, not to accept typos.
+    They are the keyword options of the method's solver function
+    (:func:`partopt.solvers.option_names`, the set :func:`partopt.solve.solve`
+    accepts); ``time_limit_s`` and ``solver_seeds`` are the sweep's own.
     """
     from partopt import solvers
 
-    info = solvers.available().get(name)
-    if info is None:
+    if name not in solvers.available():
         return None
-    params = inspect.signature(info.fn).parameters.values()
-    return tuple(
-        p.name
-        for p in params
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _SOLVER_ARGUMENTS
-    )
+    return tuple(sorted(solvers.option_names(name)))
 
 
 def _check_options(name: str, opts: dict, what: str) -> None:
