@@ -55,7 +55,7 @@ _GRID_KEYS = {
 }
 _TOP_KEYS = {"name", "description", "results", "time_limit_s", "models_dir", "grid", "methods"}
 _CLUSTERS = ("paper",)
-_CUTS = ("single", "multi")
+_CUTS = ("single", "multi", "keras")  # keras: the original's chain files
 
 
 class ConfigError(PartoptError):

@@ -108,6 +108,7 @@ __all__ = [
     "class_runs",
     "k_path_matching",
     "clear_leaky_memo",
+    "replayed_memo",
     "solve_seifer",
     "solve_seifer_original",
 ]
@@ -130,6 +131,25 @@ _LEAKY_MEMOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def clear_leaky_memo() -> None:
     """Forget the process-wide memos of ``leaky_memo=True``."""
     _LEAKY_MEMOS.clear()
+
+
+def replayed_memo(problem: Problem, history_mb, skip_block_memory) -> dict:
+    """The original's partition memo after partitioning ``problem``'s chain at each
+    capacity of ``history_mb`` (MB, 2**20 bytes) in turn, as its loop did before this run.
+
+    The memo ignores the stage limit and the cluster, so only the chain, the
+    memory and transfer models and ``skip_block_memory`` matter.
+    """
+    memo: dict = {}
+    for cap_mb in history_mb:
+        original_min_sum_partition(
+            problem,
+            float(cap_mb) * 2**20,
+            problem.num_nodes,
+            memo=memo,
+            skip_block_memory=skip_block_memory,
+        )
+    return memo
 
 
 def bandwidth_classes(
@@ -272,15 +292,7 @@ def _partitions(problem: Problem, options: dict) -> list[list[int]]:
     """The distinct partitions to place, one per capacity level (largest first)."""
     memo = options["leaky_memo"]
     if options["memo_history"]:
-        memo = {}
-        for cap_mb in options["memo_history"]:
-            original_min_sum_partition(
-                problem,
-                float(cap_mb) * 2**20,
-                problem.num_nodes,
-                memo=memo,
-                skip_block_memory=options["skip_block_memory"],
-            )
+        memo = replayed_memo(problem, options["memo_history"], options["skip_block_memory"])
     elif memo is True:
         per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
         memo = per_chain.setdefault((problem.memory, problem.transfer), {})
