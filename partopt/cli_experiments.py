@@ -33,17 +33,23 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from partopt.experiments import load_config, run_sweep
+    from partopt.experiments.config import load_config
+    from partopt.experiments.runner import run_sweep
 
     config = load_config(args.config, check_methods=False)  # run_sweep checks the ones it runs
     methods = None
-    if args.methods:
+    if args.methods is not None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if not methods:
+            raise UsageError(
+                f"--methods {args.methods!r} names no method; give some of "
+                f"{', '.join(config.methods)} (comma-separated)"
+            )
     out = Path(args.out) if args.out else config.results
     if out is None:
         raise UsageError(f"config {args.config} names no results file; give --out FILE")
     if args.dry_run:
-        from partopt.experiments import read_records
+        from partopt.experiments.records import read_records
 
         done = {r["run_key"] for r in read_records(out)}
         runs = [r for r in config.runs if methods is None or r.method in methods]

@@ -134,7 +134,7 @@ def load_records(paths: Iterable[str | Path]) -> list[dict]:
     same run in two sweeps (the scaling study repeats some instances of the
     grids) is kept once per sweep.
     """
-    from partopt.experiments import read_records  # the results-file format lives there
+    from partopt.experiments.records import read_records  # the results-file format
 
     by_key: dict[tuple, dict] = {}
     for path in _result_files(paths):

@@ -74,7 +74,7 @@ def test_grid_expands_deterministically_with_option_lists():
                 "capacity_mb": [64, 128],
                 "nodes": [3],
                 "seeds": {"start": 4, "count": 2},
-                "methods": ["random", {"name": "brute", "bogus_option": [1, 2]}],
+                "methods": ["random", {"name": "seifer", "num_classes": [1, 2]}],
             },
             # the second grid repeats one instance; its runs are not duplicated
             {
@@ -93,7 +93,7 @@ def test_grid_expands_deterministically_with_option_lists():
     first = runs[0]
     assert first.instance.seed == 4 and first.solver_seed == 4 and first.time_limit_s == 5
     assert first.key.endswith("|cap=64MB|N=3|seed=4|random|tl=5|s=4")
-    assert [r.key.split("|")[-2] for r in runs[1:3]] == ["bogus_option=1", "bogus_option=2"]
+    assert [r.key.split("|")[-2] for r in runs[1:3]] == ["num_classes=1", "num_classes=2"]
 
 
 @pytest.mark.parametrize(
@@ -370,7 +370,7 @@ def test_seifer_original_replays_the_leaky_memo_deterministically():
 
 
 def test_a_run_that_overruns_is_stopped_and_recorded_as_an_error(monkeypatch):
-    import partopt.experiments as ex
+    import partopt.experiments.runner as ex
     from partopt import solvers
 
     if not hasattr(signal, "setitimer"):

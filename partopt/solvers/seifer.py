@@ -36,6 +36,12 @@ on); pass one explicitly to isolate its effect:
     the same loaded model at several capacities leaks as the original did
     (see :func:`clear_leaky_memo`); a ``dict`` is used as the memo itself.
     Implies ``memo_ignores_stage_limit``.
+``memo_history``
+    Capacities in MB (2**20 bytes) the original solved this model at before
+    this one, in order (its loop went up the capacities): the partition memo
+    is first filled by partitioning at each of them, so that one run gives
+    what the original gave at that point of its loop without depending on
+    the runs before it. Implies a fresh ``leaky_memo`` dict.
 ``skip_block_memory``
     Stage memory summed ``partition_mems[i:j-1]``: every stage but the last
     leaves out its last block, so stages can exceed the capacity.
@@ -102,6 +108,7 @@ __all__ = [
     "class_runs",
     "k_path_matching",
     "clear_leaky_memo",
+    "replayed_memo",
     "solve_seifer",
     "solve_seifer_original",
 ]
@@ -124,6 +131,25 @@ _LEAKY_MEMOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def clear_leaky_memo() -> None:
     """Forget the process-wide memos of ``leaky_memo=True``."""
     _LEAKY_MEMOS.clear()
+
+
+def replayed_memo(problem: Problem, history_mb, skip_block_memory) -> dict:
+    """The original's partition memo after partitioning ``problem``'s chain at each
+    capacity of ``history_mb`` (MB, 2**20 bytes) in turn, as its loop did before this run.
+
+    The memo ignores the stage limit and the cluster, so only the chain, the
+    memory and transfer models and ``skip_block_memory`` matter.
+    """
+    memo: dict = {}
+    for cap_mb in history_mb:
+        original_min_sum_partition(
+            problem,
+            float(cap_mb) * 2**20,
+            problem.num_nodes,
+            memo=memo,
+            skip_block_memory=skip_block_memory,
+        )
+    return memo
 
 
 def bandwidth_classes(
@@ -265,7 +291,9 @@ def k_path_matching(
 def _partitions(problem: Problem, options: dict) -> list[list[int]]:
     """The distinct partitions to place, one per capacity level (largest first)."""
     memo = options["leaky_memo"]
-    if memo is True:
+    if options["memo_history"]:
+        memo = replayed_memo(problem, options["memo_history"], options["skip_block_memory"])
+    elif memo is True:
         per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
         memo = per_chain.setdefault((problem.memory, problem.transfer), {})
     elif not isinstance(memo, dict):
@@ -302,6 +330,7 @@ def _solve(
     num_classes: int,
     partition: str,
     max_trials: int | None,
+    memo_history=None,
     **defects,
 ) -> SolverOutput:
     options = {
@@ -310,8 +339,9 @@ def _solve(
         "stop_early": True,
         **defects,
         "partition": partition,
+        "memo_history": memo_history,
     }
-    unknown = set(options) - set(ORIGINAL_DEFECTS) - {"partition"}
+    unknown = set(options) - set(ORIGINAL_DEFECTS) - {"partition", "memo_history"}
     if unknown:
         raise TypeError(
             f"unknown option(s) {sorted(unknown)}; seifer takes num_classes, "
@@ -404,6 +434,7 @@ def _register(name: str, defaults: dict, description: str):
         num_classes: int = DEFAULT_CLASSES,
         partition: str = "min-sum",
         max_trials: int | None = None,
+        memo_history: tuple[float, ...] | None = None,
         **switches,
     ) -> SolverOutput:
         return _solve(
@@ -413,6 +444,7 @@ def _register(name: str, defaults: dict, description: str):
             num_classes=num_classes,
             partition=partition,
             max_trials=max_trials,
+            memo_history=memo_history,
             **{**defaults, **switches},
         )
 
