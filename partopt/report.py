@@ -62,7 +62,10 @@ from pathlib import Path
 
 import numpy as np
 
+from partopt.errors import PartoptError
+
 __all__ = [
+    "ReportError",
     "OPTIMAL_RTOL",
     "Table",
     "load_records",
@@ -122,7 +125,7 @@ def _result_files(paths: Iterable[str | Path]) -> list[Path]:
         elif p.exists():
             files.append(p)
         else:
-            raise ValueError(f"no results file or folder {str(p)!r}")
+            raise ReportError(f"no results file or folder {str(p)!r}")
     return files
 
 
@@ -140,7 +143,7 @@ def load_records(paths: Iterable[str | Path]) -> list[dict]:
     for path in _result_files(paths):
         for rec in read_records(path):
             if "instance_key" not in rec:
-                raise ValueError(f"{path}: record {rec['run_key']!r} has no instance_key")
+                raise ReportError(f"{path}: record {rec['run_key']!r} has no instance_key")
             by_key[(rec.get("sweep"), rec["run_key"])] = rec
     return list(by_key.values())
 
@@ -232,6 +235,10 @@ def _ratio(value: float, optimum: float) -> float:
     if optimum > 0:
         return value / optimum
     return 1.0 if value <= 0 else math.inf
+
+
+class ReportError(PartoptError):
+    """Results, templates or options a report cannot be made from."""
 
 
 @dataclass
@@ -969,7 +976,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ValueError(
+        raise ReportError(
             "partopt report draws its figures with matplotlib: pip install matplotlib"
         ) from None
 
@@ -1247,7 +1254,7 @@ def render_template(
 
         def absent(what: str) -> str:
             if missing is None:
-                raise ValueError(f"template: no generated {what} {name!r}")
+                raise ReportError(f"template: no generated {what} {name!r}")
             missing.append(f"{what} {name}")
             return "n/a" if kind == "number" else f"*({what} {name}: no data yet)*"
 
@@ -1361,7 +1368,7 @@ def write_report(
     outdir = Path(outdir)
     records = load_records(results)
     if not records:
-        raise ValueError("no records in " + ", ".join(map(str, results)))
+        raise ReportError("no records in " + ", ".join(map(str, results)))
     summary = instance_summary(records)
     all_rows = annotate(records, summary)
     rows = [r for r in all_rows if not _is_scaling(r)]
@@ -1462,7 +1469,7 @@ def write_report(
             else template.with_name(template.name.replace(".template", ""))
         )
         if paper.resolve() == template.resolve():
-            raise ValueError(f"the rendered paper would overwrite its template {template}")
+            raise ReportError(f"the rendered paper would overwrite its template {template}")
         paper.write_text(
             render_template(template.read_text(), outdir, paper.parent, numbers, missing)
         )

@@ -129,7 +129,7 @@ def test_bad_configs_give_one_line_errors(tmp_path, text, message):
 
 
 def test_cli_reports_unregistered_method_in_one_line(tmp_path, capsys):
-    from partopt.cli_experiments import main
+    from partopt.cli import main
 
     cfg = write(
         tmp_path,
@@ -139,7 +139,7 @@ def test_cli_reports_unregistered_method_in_one_line(tmp_path, capsys):
     )
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "r.jsonl")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("partopt: method 'seifer-v9' is not registered") and "\n" not in err
+    assert err.startswith("partopt: error: method 'seifer-v9' is not registered") and "\n" not in err
 
 
 def test_yaml_config_equals_toml(tmp_path):
@@ -205,7 +205,7 @@ def test_record_fields_match_the_solve(tmp_path):
 
 
 def test_two_instance_sweep_then_report(tmp_path):
-    from partopt.cli_experiments import main
+    from partopt.cli import main
     from partopt.report import load_records
 
     pytest.importorskip("matplotlib")  # the report draws figures
@@ -248,7 +248,7 @@ def test_sigkilled_sweep_resumes_with_nothing_lost_or_duplicated(tmp_path):
     cfg = load_config(cfg_path)
     out = tmp_path / "killable.jsonl"
     script = (
-        "import sys; from partopt.cli_experiments import main; "
+        "import sys; from partopt.cli import main; "
         f"sys.exit(main(['sweep', {str(cfg_path)!r}, '--out', {str(out)!r}, '--jobs', '2', '-q']))"
     )
     proc = subprocess.Popen(

@@ -109,7 +109,7 @@ def test_integer_options_are_named_in_their_errors(capsys, argv, option):
 
     with pytest.raises(SystemExit) as exc:
         main(argv)
-    assert exc.value.code == 2
+    assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"argument {option}: must be" in err
 

@@ -21,6 +21,7 @@ from partopt.plan import Plan
 __all__ = [
     "STATUSES",
     "SolverRefused",
+    "UnknownMethod",
     "SolverOutput",
     "SolverInfo",
     "register",
@@ -33,6 +34,10 @@ STATUSES = ("optimal", "feasible", "infeasible", "no_solution", "error")
 """optimal: proven optimum; feasible: a plan without proof (with a bound if any);
 infeasible: proven that no valid plan exists; no_solution: none found, nothing proven;
 error: the solver failed (the reason is in ``info["error"]``)."""
+
+
+class UnknownMethod(PartoptError):
+    """A method name no solver is registered under."""
 
 
 class SolverRefused(PartoptError):
@@ -104,7 +109,7 @@ def get(name: str) -> SolverInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise UnknownMethod(
             f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}"
         ) from None
 

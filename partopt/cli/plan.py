@@ -1,141 +1,41 @@
-"""The ``partopt`` command line.
+"""``partopt inspect``, ``solve``, ``cluster`` and ``methods``: models, plans, clusters.
 
-Subcommands: ``inspect`` (cut points and blocks of an ONNX model),
-``solve`` (plan a model on a cluster), ``cluster`` (write a generated
-cluster file), ``methods`` (list solvers), plus those that other modules add
-through their ``add_parsers(subparsers)`` hook (sweeps, reports, export,
-emulation). Every error the user can cause is one line on stderr and exit
-code 1; no tracebacks.
+``inspect`` shows a model's cut points and blocks, ``solve`` plans a model
+on a cluster, ``cluster`` writes a generated cluster file and ``methods``
+lists the solvers.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
-import sys
 
 from partopt import solvers
 from partopt.chain import MEMORY_MODELS, TRANSFER_MODELS
+from partopt.cli.common import (
+    CliError,
+    float_at_least,
+    fmt_bytes,
+    fmt_s,
+    input_shapes,
+    int_at_least,
+    sample_inputs,
+    table,
+)
 from partopt.cluster import MB, Cluster, grid_cluster, paper_cluster, ring_cluster
-from partopt.errors import PartoptError
 from partopt.problem import OBJECTIVES, Problem
 from partopt.solve import Result, solve
 
-__all__ = ["main", "build_parser", "CliError"]
-
-# Modules that add subcommands; each exposes ``add_parsers(subparsers)``.
-_EXTENSIONS = ("partopt.cli_experiments", "partopt.cli_pipeline")
-
-
-class CliError(PartoptError):
-    """A usage problem; printed as one line."""
-
-
-# -- formatting -------------------------------------------------------------
-
-
-def _fmt_bytes(n: float) -> str:
-    if not math.isfinite(n):
-        return "inf"
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
-def _fmt_s(t: float | None) -> str:
-    if t is None:
-        return "-"
-    if not math.isfinite(t):
-        return "inf"
-    if t == 0:
-        return "0 s"
-    if t < 1e-3:
-        return f"{t * 1e6:.1f} us"
-    if t < 1:
-        return f"{t * 1e3:.2f} ms"
-    return f"{t:.3f} s"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
-
-
-# -- shared argument handling -------------------------------------------------
-
-
-def int_at_least(minimum: int):
-    """An argparse ``type`` for integers ``>= minimum``; argparse names the option in the error.
-
-    Examples
-    --------
-    >>> int_at_least(0)("3")
-    3
-    >>> int_at_least(0)("-1")
-    Traceback (most recent call last):
-    ...
-    argparse.ArgumentTypeError: must be an integer >= 0, got '-1'
-    """
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def float_at_least(minimum: float):
-    """An argparse ``type`` for finite numbers ``>= minimum`` (``nan`` and ``inf`` refused)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be a number >= {minimum:g}, got {text!r}")
-        return value
-
-    parse.__name__ = f"number >= {minimum:g}"
-    return parse
-
-
-def _input_shapes(specs: list[str] | None) -> dict | None:
-    if not specs:
-        return None
-    from partopt.onnx_graph import parse_input_shape
-
-    return dict(parse_input_shape(s) for s in specs)
-
-
-def _sample_inputs(path: str | None) -> dict | None:
-    if not path:
-        return None
-    from partopt.probe import load_sample_inputs
-
-    return load_sample_inputs(path)
+__all__ = ["add_parsers", "cmd_inspect", "cmd_solve", "print_result"]
 
 
 def _load_chain(args):
     from partopt.chain import build_chain
     from partopt.onnx_graph import load_graph
 
-    sample = _sample_inputs(getattr(args, "sample_inputs", None))
-    graph = load_graph(args.model, _input_shapes(args.input_shape), sample_inputs=sample)
+    sample = sample_inputs(getattr(args, "sample_inputs", None))
+    graph = load_graph(args.model, input_shapes(args.input_shape), sample_inputs=sample)
     return graph, build_chain(graph, cuts=args.cuts)
 
 
@@ -244,18 +144,18 @@ def cmd_inspect(args) -> int:
     rows = []
     for c in cuts:
         cum += chain.param_bytes[c["index"]]
-        rows.append([str(c["index"]), c["node"], _fmt_bytes(c["transfer_bytes"]), _fmt_bytes(cum)])
+        rows.append([str(c["index"]), c["node"], fmt_bytes(c["transfer_bytes"]), fmt_bytes(cum)])
     print(
         f"model {chain.name}: {len(graph.nodes)} ONNX nodes, "
-        f"{_fmt_bytes(total_params)} of parameters, {len(cuts)} {args.cuts}-tensor cut points, "
+        f"{fmt_bytes(total_params)} of parameters, {len(cuts)} {args.cuts}-tensor cut points, "
         f"{chain.num_blocks} blocks"
     )
     print(f"sizes: {_sources_text(graph.meta)}")
     if rows:
-        print(_table(["cut", "after node", "transfer", "params before"], rows))
+        print(table(["cut", "after node", "transfer", "params before"], rows))
     print(
-        f"total: {_fmt_bytes(total_params)} parameters, {chain.flops.sum():.3g} FLOPs, "
-        f"largest block {_fmt_bytes(max(b['memory_bytes'] for b in blocks))} ({args.memory} memory)"
+        f"total: {fmt_bytes(total_params)} parameters, {chain.flops.sum():.3g} FLOPs, "
+        f"largest block {fmt_bytes(max(b['memory_bytes'] for b in blocks))} ({args.memory} memory)"
     )
     if args.compare_cuts:
         cm = doc["cut_methods"]
@@ -288,13 +188,13 @@ def _json_default(o):
 
 def print_result(problem: Problem, result: Result) -> None:
     """Human-readable plan table and bottleneck."""
-    print(f"method {result.method}: {result.status} in {_fmt_s(result.runtime_s)}")
+    print(f"method {result.method}: {result.status} in {fmt_s(result.runtime_s)}")
     if result.status == "infeasible":
         need = result.info.get("min_capacity_bytes")
         why = result.info.get("reason", "no plan fits memory and links")
         print(f"infeasible: {why}")
         if need is not None:
-            print(f"every node would need at least {_fmt_bytes(need)} ({need / MB:.1f} MB)")
+            print(f"every node would need at least {fmt_bytes(need)} ({need / MB:.1f} MB)")
         return
     if result.status == "error":
         print(f"error: {result.info.get('error')}")
@@ -309,21 +209,21 @@ def print_result(problem: Problem, result: Result) -> None:
             str(k),
             problem.cluster.names[s.node],
             f"{s.first_block}..{s.last_block}",
-            f"{_fmt_bytes(s.memory_bytes)} / {_fmt_bytes(s.capacity_bytes)}",
+            f"{fmt_bytes(s.memory_bytes)} / {fmt_bytes(s.capacity_bytes)}",
         ]
         if show_compute:
-            row.append(_fmt_s(s.compute_s))
-        row.append(_fmt_s(s.transfer_s) if k + 1 < len(result.evaluation.stages) else "-")
+            row.append(fmt_s(s.compute_s))
+        row.append(fmt_s(s.transfer_s) if k + 1 < len(result.evaluation.stages) else "-")
         rows.append(row)
     headers = ["stage", "node", "blocks", "memory / capacity"]
     headers += ["compute"] if show_compute else []
     headers += ["transfer out"]
-    print(_table(headers, rows))
+    print(table(headers, rows))
     thr = result.evaluation.throughput_per_s
     print(
-        f"bottleneck {_fmt_s(result.bottleneck_s)} per inference "
+        f"bottleneck {fmt_s(result.bottleneck_s)} per inference "
         f"({'unbounded' if math.isinf(thr) else f'{thr:.3f} inferences/s'}); "
-        f"lower bound {_fmt_s(result.lower_bound_s)}; gap "
+        f"lower bound {fmt_s(result.lower_bound_s)}; gap "
         f"{'-' if result.gap is None else f'{100 * result.gap:.2f}%'}"
     )
 
@@ -390,14 +290,8 @@ def cmd_methods(args) -> int:
 # -- parser ---------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="partopt",
-        description="Split a DNN across an edge cluster as a pipeline with the smallest bottleneck.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def add_parsers(sub) -> None:
+    """Add ``inspect``, ``solve``, ``cluster`` and ``methods`` to the ``partopt`` command line."""
     p = sub.add_parser("inspect", help="show a model's cut points and blocks")
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -456,36 +350,3 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the available solvers")
     p.set_defaults(func=cmd_methods)
-
-    for mod in _EXTENSIONS:
-        try:
-            ext = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-            continue
-        ext.add_parsers(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("partopt: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-    except (ValueError, OSError) as exc:
-        # ModelError, ClusterError, InvalidPlan, SolverRefused and CliError are ValueErrors
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{msg}: {exc.filename}"
-        print(f"partopt: error: {msg}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -21,7 +21,7 @@ import math
 import sys
 from pathlib import Path
 
-from partopt.cli import int_at_least
+from partopt.cli.common import float_above, fmt_bytes, input_shapes, int_at_least, sample_inputs
 from partopt.errors import PartoptError
 
 __all__ = ["PipelineError", "add_parsers", "load_plan_doc", "pipeline_chain"]
@@ -58,16 +58,6 @@ def load_plan_doc(path: str | Path) -> dict:
     return doc
 
 
-def _input_shapes(specs) -> dict | None:
-    if not specs:
-        return None
-    from partopt.onnx_graph import parse_input_shape
-
-    if isinstance(specs, str):
-        specs = [specs]
-    return dict(parse_input_shape(s) for s in specs)
-
-
 def pipeline_chain(
     model_path: str, doc: dict, cuts: str | None = None, input_shape=None, sample_inputs=None
 ):
@@ -83,7 +73,7 @@ def pipeline_chain(
     from partopt.onnx_graph import load_graph
 
     cuts = cuts or doc.get("cuts") or "single"
-    shapes = _input_shapes(input_shape if input_shape else doc.get("input_shape"))
+    shapes = input_shapes(input_shape if input_shape else doc.get("input_shape"))
     graph = load_graph(model_path, shapes, sample_inputs=sample_inputs)
     chain = build_chain(graph, cuts=cuts)
     try:
@@ -107,23 +97,6 @@ def pipeline_chain(
     return graph, chain, shapes
 
 
-def _sample_inputs(path) -> dict | None:
-    if not path:
-        return None
-    from partopt.probe import load_sample_inputs
-
-    return load_sample_inputs(path)
-
-
-def _fmt_bytes(n) -> str:
-    if n is None:
-        return "?"
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
 def cmd_export(args) -> int:
     from partopt.export import (
         check_export,
@@ -136,7 +109,7 @@ def cmd_export(args) -> int:
 
     doc = load_plan_doc(args.plan)
     model = load_model(args.model)
-    sample = _sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
+    sample = sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
     graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
     missing = missing_weights(model)
     weights = "model"
@@ -161,8 +134,8 @@ def cmd_export(args) -> int:
     for s in export.stages:
         print(
             f"stage {s.index} on {s.node}: blocks {s.first_block}..{s.last_block}, "
-            f"{s.onnx_nodes} ONNX nodes, in {_fmt_bytes(s.input_bytes)} "
-            f"({len(s.inputs)} tensors), out {_fmt_bytes(s.output_bytes)} ({len(s.outputs)} tensors)"
+            f"{s.onnx_nodes} ONNX nodes, in {fmt_bytes(s.input_bytes)} "
+            f"({len(s.inputs)} tensors), out {fmt_bytes(s.output_bytes)} ({len(s.outputs)} tensors)"
             f" -> {Path(args.outdir) / f'stage_{s.index}.onnx'}"
         )
     print(f"manifest: {manifest}; weights: {weights}")
@@ -189,7 +162,7 @@ def cmd_emulate(args) -> int:
     doc = load_plan_doc(args.plan)
     cluster = Cluster.load(args.cluster)
     model = load_model(args.model)
-    sample = _sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
+    sample = sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
     graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
     problem = Problem(
         chain,
@@ -252,16 +225,6 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (x > 0 and math.isfinite(x)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return x
-
-
 def add_parsers(sub) -> None:
     """Add ``export`` and ``emulate`` to the ``partopt`` command line."""
     p = sub.add_parser(
@@ -304,7 +267,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--time-scale",
-        type=_positive_float,
+        type=float_above(0),
         default=1.0,
         metavar="X",
         help="wall seconds per emulated second for links and emulated compute (1; 0.1 = 10x faster)",
@@ -346,7 +309,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--replan-time-limit", type=float, default=10.0, metavar="S")
     p.add_argument(
         "--detect-timeout",
-        type=_positive_float,
+        type=float_above(0),
         metavar="S",
         help="wall seconds of silence, or in one send or computation, that mark a fault",
     )
