@@ -729,5 +729,16 @@ def load_chain(
     cuts: str = "single",
     input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Chain:
-    """Load an ONNX file and build its chain (:func:`load_graph` + :func:`build_chain`)."""
+    """Load an ONNX file and build its chain (:func:`load_graph` + :func:`build_chain`).
+
+    ``cuts="keras"`` reads instead the original work's chain, computed from
+    the Keras layer graph, from the chain file beside the ONNX file
+    (``resnet50.onnx`` -> ``resnet50.keras-chain.json``, see
+    :mod:`partopt.keras_chain`); only its ``paper`` memory and transfer
+    models are the original's figures.
+    """
+    if cuts == "keras":
+        from partopt.keras_chain import chain_file_for, load_keras_chain
+
+        return load_keras_chain(chain_file_for(path))
     return build_chain(load_graph(path, input_shapes), cuts)

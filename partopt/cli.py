@@ -80,10 +80,39 @@ def _input_shapes(specs: list[str] | None) -> dict | None:
     return dict(parse_input_shape(s) for s in specs)
 
 
+def _resolve_cuts(args) -> None:
+    """``--cuts`` default: the original's Keras chain for ``--memory paper --transfer paper``."""
+    from partopt.keras_chain import chain_file_for
+
+    if args.cuts is not None:
+        return
+    args.cuts = "single"
+    if args.memory == "paper" and getattr(args, "transfer", None) == "paper":
+        if chain_file_for(args.model).exists():
+            args.cuts = "keras"
+            print(
+                f"partopt: note: planning the original's Keras-layer-graph chain "
+                f"({chain_file_for(args.model).name}); --cuts single plans the ONNX chain",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"partopt: note: no Keras chain file beside {args.model}: the paper memory and "
+                "transfer models on the ONNX-derived chain",
+                file=sys.stderr,
+            )
+
+
 def _load_chain(args):
     from partopt.chain import build_chain
+    from partopt.keras_chain import chain_file_for, load_keras_chain
     from partopt.onnx_graph import load_graph
 
+    _resolve_cuts(args)
+    if args.cuts == "keras":
+        if getattr(args, "compare_cuts", False):
+            raise CliError("--compare-cuts reads the ONNX graph; use --cuts single")
+        return None, load_keras_chain(chain_file_for(args.model))
     graph = load_graph(args.model, _input_shapes(args.input_shape))
     return graph, build_chain(graph, cuts=args.cuts)
 
@@ -92,9 +121,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.onnx", help="ONNX model (weights may be absent)")
     p.add_argument(
         "--cuts",
-        choices=("single", "multi"),
-        default="single",
-        help="cut family: single-tensor cut points (default) or multi-tensor boundaries",
+        choices=("single", "multi", "keras"),
+        default=None,
+        help="cut family: single-tensor cut points (default), multi-tensor boundaries, or "
+        "keras: the original's chain file from the Keras layer graph (the default with "
+        "--memory paper --transfer paper when the file exists)",
     )
     p.add_argument(
         "--input-shape",
@@ -143,7 +174,7 @@ def cmd_inspect(args) -> int:
     total_params = float(chain.param_bytes.sum())
     doc = {
         "model": chain.name,
-        "num_nodes": len(graph.nodes),
+        "num_nodes": None if graph is None else len(graph.nodes),
         "param_bytes": int(total_params),
         "cuts": args.cuts,
         "memory": args.memory,
@@ -163,7 +194,8 @@ def cmd_inspect(args) -> int:
         cum += chain.param_bytes[c["index"]]
         rows.append([str(c["index"]), c["node"], _fmt_bytes(c["transfer_bytes"]), _fmt_bytes(cum)])
     print(
-        f"model {chain.name}: {len(graph.nodes)} ONNX nodes, "
+        f"model {chain.name}: "
+        f"{'Keras layer graph' if graph is None else f'{len(graph.nodes)} ONNX nodes'}, "
         f"{_fmt_bytes(total_params)} of parameters, {len(cuts)} {args.cuts}-tensor cut points, "
         f"{chain.num_blocks} blocks"
     )

@@ -113,7 +113,7 @@ _GRID_KEYS = {
 }
 _TOP_KEYS = {"name", "description", "results", "time_limit_s", "models_dir", "grid", "methods"}
 _CLUSTERS = ("paper",)
-_CUTS = ("single", "multi")
+_CUTS = ("single", "multi", "keras")  # keras: the original's chain files
 
 
 class ConfigError(ValueError):
@@ -638,7 +638,9 @@ def _reset_process_state() -> None:
         seifer.clear_leaky_memo()
 
 
-def _leaky_memo(instance: Instance, history_mb: tuple, models_dir: str | None) -> dict:
+def _leaky_memo(
+    instance: Instance, history_mb: tuple, models_dir: str | None, skip_block_memory="after"
+) -> dict:
     """The original's partition memo after solving ``instance``'s model at the capacities
     ``history_mb`` in turn (it never cleared its memo, so these leak into the next one).
 
@@ -654,7 +656,11 @@ def _leaky_memo(instance: Instance, history_mb: tuple, models_dir: str | None) -
     for cap in history_mb:
         problem = build_problem(replace(instance, capacity_mb=float(cap)), models_dir)
         original_min_sum_partition(
-            problem, float(cap) * MB, problem.num_nodes, memo=memo, skip_block_memory=True
+            problem,
+            float(cap) * MB,
+            problem.num_nodes,
+            memo=memo,
+            skip_block_memory=skip_block_memory,
         )
     return memo
 
@@ -682,7 +688,9 @@ def execute(run: Run) -> dict:
     options = dict(run.options)
     _reset_process_state()
     if "memo_history" in options:
-        options["leaky_memo"] = _leaky_memo(inst, options.pop("memo_history"), run.models_dir)
+        # the replayed calls charge memory as the run itself will (the original's skip)
+        skip = options.get("skip_block_memory", "after")
+        options["leaky_memo"] = _leaky_memo(inst, options.pop("memo_history"), run.models_dir, skip)
     try:
         with _hard_limit(_hard_limit_s(run.time_limit_s)):
             result = solve(

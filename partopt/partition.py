@@ -43,13 +43,19 @@ __all__ = [
 
 
 def stage_fits_matrix(
-    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool = False
+    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool | str = False
 ) -> np.ndarray:
     """``fits[i, j]``: a stage of blocks ``i..j`` fits ``capacity_bytes`` (false for ``j < i``).
 
-    With ``skip_block_memory`` the original code's memory sum is used: a
-    stage that is not the last one is charged for blocks ``i..j-1`` only
-    (it summed ``partition_mems[i:j-1]``), so a one-block stage costs 0.
+    ``skip_block_memory`` charges a stage less than its memory, as a defect:
+
+    * ``"after"`` (the original code's): every stage is charged for blocks
+      ``i+1..j`` only. Its ``partition_mems[k]`` covered the layers after
+      cut point ``k`` up to point ``k + 1`` and a stage ``(i, j)`` summed
+      ``partition_mems[i:j-1]``, so the segment right after each cut is
+      free, and a one-block stage costs 0;
+    * ``True`` or ``"before"``: a stage that is not the last one is charged
+      for blocks ``i..j-1`` only (the segment before each cut is free).
 
     Examples
     --------
@@ -61,12 +67,22 @@ def stage_fits_matrix(
     [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     >>> stage_fits_matrix(p, 2, skip_block_memory=True).astype(int).tolist()
     [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    >>> stage_fits_matrix(p, 2, skip_block_memory="after").astype(int).tolist()
+    [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
     """
     b = problem.num_blocks
     mem = problem.stage_memory_matrix
     cap = capacity_bytes * (1 + 1e-9)
     fits = mem <= cap
-    if skip_block_memory:
+    if skip_block_memory == "after":
+        fits = np.eye(b, dtype=bool)
+        fits[:-1, 1:] |= mem[1:, 1:] <= cap
+        fits[np.tril_indices(b, -1)] = False
+    elif skip_block_memory not in (False, True, "before"):
+        raise ValueError(
+            f"skip_block_memory must be False, True, 'before' or 'after', got {skip_block_memory!r}"
+        )
+    elif skip_block_memory:
         fits[:, : b - 1] = np.eye(b, dtype=bool)[:, : b - 1]
         fits[:, 1 : b - 1] |= mem[:, : b - 2] <= cap
         fits[np.tril_indices(b, -1)] = False

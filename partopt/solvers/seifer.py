@@ -37,8 +37,12 @@ on); pass one explicitly to isolate its effect:
     (see :func:`clear_leaky_memo`); a ``dict`` is used as the memo itself.
     Implies ``memo_ignores_stage_limit``.
 ``skip_block_memory``
-    Stage memory summed ``partition_mems[i:j-1]``: every stage but the last
-    leaves out its last block, so stages can exceed the capacity.
+    Stage memory summed ``partition_mems[i:j-1]``, where ``partition_mems[k]``
+    covers the segment after cut point ``k``: every stage leaves out its
+    first block (the segment right after the cut that starts it), so stages
+    can exceed the capacity. ``"after"`` is that (the original's); ``True``
+    (or ``"before"``) leaves out the last block of every stage but the last
+    instead (see :func:`partopt.partition.stage_fits_matrix`).
 ``digitize_overflow``
     ``np.digitize`` puts a transfer equal to the largest candidate transfer
     in class ``C + 1``, which the loop over ``C..1`` never visits: that cut's
@@ -110,7 +114,7 @@ DEFAULT_CLASSES = 20
 ORIGINAL_DEFECTS = {
     "memo_ignores_stage_limit": True,
     "leaky_memo": True,
-    "skip_block_memory": True,
+    "skip_block_memory": "after",
     "digitize_overflow": True,
     "colours_factor": 1.3,
     "stop_early": False,
