@@ -105,6 +105,7 @@ __all__ = [
     "class_runs",
     "k_path_matching",
     "clear_leaky_memo",
+    "leaky_memo",
     "solve_seifer",
     "solve_seifer_original",
 ]
@@ -127,6 +128,14 @@ _LEAKY_MEMOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def clear_leaky_memo() -> None:
     """Forget the process-wide memos of ``leaky_memo=True``."""
     _LEAKY_MEMOS.clear()
+
+
+def leaky_memo(problem: Problem, owner: str = "seifer") -> dict:
+    """The process-wide never-cleared partition memo of ``owner`` for ``problem``'s chain
+    (and memory and transfer model); :func:`clear_leaky_memo` forgets it too."""
+    per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
+    key = (problem.memory, problem.transfer)
+    return per_chain.setdefault(key if owner == "seifer" else (*key, owner), {})
 
 
 def bandwidth_classes(
@@ -265,8 +274,7 @@ def _partitions(problem: Problem, options: dict) -> list[list[int]]:
     """The distinct partitions to place, one per capacity level (largest first)."""
     memo = options["leaky_memo"]
     if memo is True:
-        per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
-        memo = per_chain.setdefault((problem.memory, problem.transfer), {})
+        memo = leaky_memo(problem)
     elif not isinstance(memo, dict):
         memo = None  # False (or None): a fresh memo per partition
     if not (
