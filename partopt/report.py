@@ -211,13 +211,13 @@ def _label_uncached(rec: dict) -> str:
 
 
 def regime(rec: dict) -> str:
-    """``memory/transfer`` (``+multi`` for multi-tensor cuts).
+    """``memory/transfer`` (``+multi`` for multi-tensor cuts, ``+keras`` for the original's chain).
 
     >>> regime({"memory": "peak", "transfer": "bytes", "cuts": "multi"})
     'peak/bytes+multi'
     """
     r = f"{rec.get('memory', 'peak')}/{rec.get('transfer', 'bytes')}"
-    return r + ("+multi" if rec.get("cuts") == "multi" else "")
+    return r + (f"+{rec['cuts']}" if rec.get("cuts") in ("multi", "keras") else "")
 
 
 def _slug(text: str) -> str:
@@ -894,8 +894,8 @@ def reproduction_table(rows: Sequence[dict], published: dict) -> Table:
         _fmt_ratio,
     ]
     return Table(
-        "reproduction",
-        "Reproduction of the published per-configuration averages",
+        "reproduction_onnx",
+        "The published per-configuration averages against the ONNX-derived chain",
         headers,
         out,
         fmts,
@@ -942,8 +942,8 @@ def reproduction_summary(repro: Table) -> Table:
             ]
         )
     return Table(
-        "reproduction_summary",
-        "Reproduction, summary",
+        "reproduction_onnx_summary",
+        "The ONNX-derived chain against the published averages, summary",
         [
             "method",
             "configurations",
@@ -1420,12 +1420,18 @@ def write_report(
             ),
         ]
     if published:
-        repro = reproduction_table(rows, published)
+        onnx_rows = [r for r in rows if r.get("cuts") != "keras"]
+        repro = reproduction_table(onnx_rows, published)
         tables += [repro, reproduction_summary(repro)]
         for row in tables[-1].rows:
-            tag = f"reproduction.{_slug(row[0])}"
+            tag = f"reproduction_onnx.{_slug(row[0])}"
             numbers[f"{tag}.median_ratio"], numbers[f"{tag}.compared"] = row[3], row[2]
             numbers[f"{tag}.with_optimum"], numbers[f"{tag}.below_optimum"] = row[6], row[7]
+        faithful = [r for r in rows if r.get("cuts") == "keras"]
+        if faithful:
+            from partopt.report_seifer import faithful_tables
+
+            tables += faithful_tables(faithful, published, numbers)
     for t in tables:
         written += _write_table(t, outdir)
     for row in overall.rows:  # regime, label, ...
