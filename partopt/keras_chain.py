@@ -261,7 +261,7 @@ def original_chain_data(layers: list[KerasLayer], name: str) -> dict:
         "model": name,
         "num_layers": len(layers),
         "num_cut_points": len(points),
-        "memory_total": int(sum(b["memory"] for b in blocks[1:])),
+        "memory_total": sum(int(b["memory"]) for b in blocks[1:]),  # type: ignore[call-overload]
         "input_memory": blocks[0]["memory"],
         "blocks": blocks,
         "cuts": cuts,
@@ -310,11 +310,11 @@ def load_keras_chain(path: str | Path):
     mbit = np.array([c["transfer_mbit"] for c in cuts], dtype=float)
     return Chain(
         name=str(data["model"]),
-        param_bytes=[4.0 * b["params"] for b in blocks],
-        activation_peak_bytes=[float(b["max_output_bytes"]) for b in blocks],
-        paper_memory_bytes=[float(b["memory"]) for b in blocks],
+        param_bytes=np.array([4.0 * b["params"] for b in blocks]),
+        activation_peak_bytes=np.array([float(b["max_output_bytes"]) for b in blocks]),
+        paper_memory_bytes=np.array([float(b["memory"]) for b in blocks]),
         flops=np.zeros(len(blocks)),
-        transfer_bytes=[4.0 * c["output_elements"] for c in cuts],
+        transfer_bytes=np.array([4.0 * c["output_elements"] for c in cuts]),
         paper_transfer_bytes=mbit * _BITS_PER_MBIT_OF_BANDWIDTH / 8,
         cut_names=tuple(c["point"] for c in cuts),
         block_nodes=tuple(tuple(b["layers"]) for b in blocks),

@@ -219,7 +219,7 @@ def original_min_sum_partition(
     max_stages: int,
     *,
     memo: dict | None = None,
-    skip_block_memory: bool = False,
+    skip_block_memory: bool | str = False,
 ) -> list[int] | None:
     """The original code's partition DP, defects included.
 
@@ -241,9 +241,11 @@ def original_min_sum_partition(
         dict to reproduce that (entries then ignore ``capacity_bytes``).
         ``None`` uses a fresh memo.
     skip_block_memory
-        The original summed block memory over ``partition_mems[i:j-1]`` for a
-        stage covering blocks ``i..j-1``: every stage but the last one leaves
-        out the memory of its last block (one block per cut).
+        The memory sum that leaves one block per stage uncharged, as the
+        original's ``partition_mems[i:j-1]`` did: ``"after"`` (the original's:
+        the first block of every stage, the segment right after its cut) or
+        ``True`` (the last block of every stage but the last); see
+        :func:`stage_fits_matrix`.
 
     Returns
     -------

@@ -6,7 +6,7 @@ objects and dotted numbers for the paper; it computes nothing itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def faithful_tables(rows: Sequence[dict], published: dict, numbers: dict) -> lis
             ]
             for r in repro
         ],
-        [str, str, _fmt_num, _fmt_int, _fmt_int, _fmt_any, _fmt_any, _fmt_int]
+        list[Callable]([str, str, _fmt_num, _fmt_int, _fmt_int, _fmt_any, _fmt_any, _fmt_int])
         + [_fmt_ratio, _fmt_pct, _fmt_any, _fmt_ratio, _fmt_pct],
         note="Ours: the original methods (with their defects) on the chain from the Keras layer "
         "graph under the paper memory and transfer models, averaged the original way over 50 "
@@ -118,8 +118,8 @@ def faithful_tables(rows: Sequence[dict], published: dict, numbers: dict) -> lis
             ]
             for s in summary
         ],
-        [str, _fmt_int, _fmt_int, _fmt_ratio, _fmt_ratio, _fmt_ratio, _fmt_pct, _fmt_pct]
-        + [_fmt_int, _fmt_int],
+        list[Callable]([str, _fmt_int, _fmt_int, _fmt_ratio, _fmt_ratio, _fmt_ratio, _fmt_pct])
+        + [_fmt_pct, _fmt_int, _fmt_int],
         note="Compared: configurations where both averages are finite and positive (the "
         "published CSVs hold 0 where the model fits one node and nan where the original "
         "failed). Expected from noise: the share within the band if ours and the published "

@@ -138,9 +138,9 @@ def original_averages(records: Iterable[dict]) -> dict[tuple, tuple[float, int, 
     for rec in records:
         if rec.get("method") not in ORIGINAL_METHODS:
             continue
-        v = original_value(rec)
-        if v is not None:
-            groups[_config(rec)].append(v)
+        value = original_value(rec)
+        if value is not None:
+            groups[_config(rec)].append(value)
     out: dict[tuple, tuple[float, int, float | None]] = {}
     for k, v in groups.items():
         if any(math.isinf(x) for x in v):
