@@ -99,3 +99,15 @@ def test_committed_chain_files(model, points, mib):
     assert chain.paper_memory_bytes[1:].sum() / 2**20 == pytest.approx(mib, abs=0.05)
     assert chain_file_for(f"models/{model}.onnx").name == f"{model}.keras-chain.json"
     assert np.all(chain.paper_transfer_bytes > 0)
+
+
+def test_cli_solve_paper_models_plan_the_keras_chain(capsys):
+    from partopt.cli import main
+
+    argv = ["solve", "models/resnet50.onnx", "--memory", "paper", "--transfer", "paper"]
+    argv += ["--paper-cluster", "5", "--capacity-mb", "128", "--json"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["cuts"] == "keras" and "Keras-layer-graph chain" in out.err
+    assert main([*argv, "--cuts", "single"]) == 0
+    assert json.loads(capsys.readouterr().out)["cuts"] == "single"
