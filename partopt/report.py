@@ -319,12 +319,15 @@ class Table:
     rows: list[list]
     formats: list[Callable] | None = None
     note: str = ""
+    markdown_headers: list[str] | None = None
+    """Headers of the Markdown table when its formatters change the unit (the CSV keeps
+    ``headers``, which name the unit of the raw values)."""
 
     def markdown(self) -> str:
         fmts = self.formats or [_fmt_any] * len(self.headers)
         text_col = [all(isinstance(r[i], str) for r in self.rows) for i in range(len(self.headers))]
         lines = [
-            "| " + " | ".join(self.headers) + " |",
+            "| " + " | ".join(self.markdown_headers or self.headers) + " |",
             "|" + "|".join("---" if t else "---:" for t in text_col) + "|",
         ]
         for row in self.rows:
@@ -502,10 +505,10 @@ def runtime_table(
         *by,
         "method",
         "runs",
-        "median ms",
-        "mean ms",
-        "p95 ms",
-        "max ms",
+        "median (s)",
+        "mean (s)",
+        "p95 (s)",
+        "max (s)",
         "proven optimal",
     ]
     fmts = [str] + [_fmt_any] * len(by) + [str, _fmt_int] + [_fmt_ms] * 4 + [_fmt_pct]
@@ -516,8 +519,9 @@ def runtime_table(
         out,
         fmts,
         note="Wall-clock time inside the solver (bounds and evaluation excluded), "
-        "in milliseconds; instances proven infeasible before solving are left out. "
-        "Proven optimal: share of runs ending with status optimal.",
+        "in milliseconds here and in seconds in the CSV; instances proven infeasible before "
+        "solving are left out. Proven optimal: share of runs ending with status optimal.",
+        markdown_headers=[h.replace("(s)", "(ms)") for h in headers],
     )
 
 

@@ -146,8 +146,8 @@ def test_quality_table_by_hand(rows):
 def test_runtime_table_by_hand(rows):
     t = runtime_table(rows, ("capacity_mb",))
     e = one(t, capacity_mb=64.0, method="exact")
-    assert e["runs"] == 3 and e["median ms"] == 0.04 and e["max ms"] == 0.06
-    assert e["mean ms"] == pytest.approx(0.04)
+    assert e["runs"] == 3 and e["median (s)"] == 0.04 and e["max (s)"] == 0.06
+    assert e["mean (s)"] == pytest.approx(0.04)
     assert one(t, capacity_mb=64.0, method="seifer C=20")["runs"] == 3  # the infeasible one is out
 
 
