@@ -5,7 +5,7 @@
 PYTHON ?= python
 PARTOPT = $(PYTHON) -m partopt
 RESULTS = experiments/results
-STUDIES = paper corrected scaling
+STUDIES = paper corrected scaling reproduction
 
 .PHONY: paper results smoke $(addprefix results-,$(STUDIES))
 

@@ -741,7 +741,17 @@ def load_chain(
 
     ``sample_inputs`` is a mapping of arrays by input name, or the path of an
     ``.npz`` file holding them (``--sample-inputs``); they feed the shape probe.
+
+    ``cuts="keras"`` reads instead the original work's chain, computed from
+    the Keras layer graph, from the chain file beside the ONNX file
+    (``resnet50.onnx`` -> ``resnet50.keras-chain.json``, see
+    :mod:`partopt.keras_chain`); only its ``paper`` memory and transfer
+    models are the original's figures.
     """
+    if cuts == "keras":
+        from partopt.keras_chain import chain_file_for, load_keras_chain
+
+        return load_keras_chain(chain_file_for(path))
     if isinstance(sample_inputs, (str, os.PathLike)):
         from partopt.probe import load_sample_inputs
 

@@ -44,7 +44,7 @@ __all__ = [
 
 
 def stage_windows(
-    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool = False
+    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool | str = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """The valid stages for ``capacity_bytes`` as windows, ``O(B)`` memory.
 
@@ -55,12 +55,20 @@ def stage_windows(
     what lets the partition DPs take window minima instead of scanning a
     ``B x B`` table.
 
-    With ``skip_block_memory`` the original code's memory sum is used: a
-    stage that is not the last one is charged for blocks ``i..j-1`` only
-    (it summed ``partition_mems[i:j-1]``), so a one-block stage costs 0.
+    ``skip_block_memory`` charges stages as :func:`stage_fits_matrix` says
+    (``"after"``: blocks ``i+1..j``; ``True``/``"before"``: ``i..j-1`` for a
+    stage that is not the last one).
     """
     b = problem.num_blocks
     far = farthest_ends(problem, capacity_bytes)
+    if skip_block_memory == "after":
+        # start i is charged from block i + 1 on; a one-block stage costs 0
+        ends = np.maximum(np.append(far[1:], b - 1), np.arange(b))
+        return np.minimum(ends, b - 2), ends >= b - 1
+    if skip_block_memory not in (False, True, "before"):
+        raise ValueError(
+            f"skip_block_memory must be False, True, 'before' or 'after', got {skip_block_memory!r}"
+        )
     ends = far + 1 if skip_block_memory else far
     return np.minimum(ends, b - 2), far >= b - 1
 
@@ -96,12 +104,22 @@ def _fits_from_windows(ends: np.ndarray, last_ok: np.ndarray) -> np.ndarray:
 
 
 def stage_fits_matrix(
-    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool = False
+    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool | str = False
 ) -> np.ndarray:
     """``fits[i, j]``: a stage of blocks ``i..j`` fits ``capacity_bytes`` (false for ``j < i``).
 
     The dense ``B x B`` form of :func:`stage_windows` (same options), for
     small chains and tests; the DPs here work on the windows.
+
+    ``skip_block_memory`` charges a stage less than its memory, as a defect:
+
+    * ``"after"`` (the original code's): every stage is charged for blocks
+      ``i+1..j`` only. Its ``partition_mems[k]`` covered the layers after
+      cut point ``k`` up to point ``k + 1`` and a stage ``(i, j)`` summed
+      ``partition_mems[i:j-1]``, so the segment right after each cut is
+      free, and a one-block stage costs 0;
+    * ``True`` or ``"before"``: a stage that is not the last one is charged
+      for blocks ``i..j-1`` only (the segment before each cut is free).
 
     Examples
     --------
@@ -113,6 +131,8 @@ def stage_fits_matrix(
     [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     >>> stage_fits_matrix(p, 2, skip_block_memory=True).astype(int).tolist()
     [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    >>> stage_fits_matrix(p, 2, skip_block_memory="after").astype(int).tolist()
+    [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
     """
     return _fits_from_windows(
         *stage_windows(problem, capacity_bytes, skip_block_memory=skip_block_memory)
@@ -291,7 +311,7 @@ def original_min_sum_partition(
     max_stages: int,
     *,
     memo: dict | None = None,
-    skip_block_memory: bool = False,
+    skip_block_memory: bool | str = False,
 ) -> list[int] | None:
     """The original code's partition DP, defects included.
 
@@ -313,9 +333,11 @@ def original_min_sum_partition(
         dict to reproduce that (entries then ignore ``capacity_bytes``).
         ``None`` uses a fresh memo.
     skip_block_memory
-        The original summed block memory over ``partition_mems[i:j-1]`` for a
-        stage covering blocks ``i..j-1``: every stage but the last one leaves
-        out the memory of its last block (one block per cut).
+        The memory sum that leaves one block per stage uncharged, as the
+        original's ``partition_mems[i:j-1]`` did: ``"after"`` (the original's:
+        the first block of every stage, the segment right after its cut) or
+        ``True`` (the last block of every stage but the last); see
+        :func:`stage_fits_matrix`.
 
     Returns
     -------

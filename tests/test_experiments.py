@@ -139,7 +139,9 @@ def test_cli_reports_unregistered_method_in_one_line(tmp_path, capsys):
     )
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "r.jsonl")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("partopt: error: method 'seifer-v9' is not registered") and "\n" not in err
+    assert (
+        err.startswith("partopt: error: method 'seifer-v9' is not registered") and "\n" not in err
+    )
 
 
 def test_yaml_config_equals_toml(tmp_path):

@@ -109,7 +109,7 @@ def test_seifer_original_switches_all_defects_on():
     assert ORIGINAL_DEFECTS == {
         "memo_ignores_stage_limit": True,
         "leaky_memo": True,
-        "skip_block_memory": True,
+        "skip_block_memory": "after",
         "digitize_overflow": True,
         "colours_factor": 1.3,
         "stop_early": False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 from partopt import solvers
 from partopt.chain import MEMORY_MODELS, TRANSFER_MODELS
@@ -30,10 +31,39 @@ from partopt.solve import Result, solve
 __all__ = ["add_parsers", "cmd_inspect", "cmd_solve", "print_result"]
 
 
+def _resolve_cuts(args) -> None:
+    """``--cuts`` default: the original's Keras chain for ``--memory paper --transfer paper``."""
+    from partopt.keras_chain import chain_file_for
+
+    if args.cuts is not None:
+        return
+    args.cuts = "single"
+    if args.memory == "paper" and getattr(args, "transfer", None) == "paper":
+        if chain_file_for(args.model).exists():
+            args.cuts = "keras"
+            print(
+                f"partopt: note: planning the original's Keras-layer-graph chain "
+                f"({chain_file_for(args.model).name}); --cuts single plans the ONNX chain",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"partopt: note: no Keras chain file beside {args.model}: the paper memory and "
+                "transfer models on the ONNX-derived chain",
+                file=sys.stderr,
+            )
+
+
 def _load_chain(args):
     from partopt.chain import build_chain
+    from partopt.keras_chain import chain_file_for, load_keras_chain
     from partopt.onnx_graph import load_graph
 
+    _resolve_cuts(args)
+    if args.cuts == "keras":
+        if getattr(args, "compare_cuts", False):
+            raise CliError("--compare-cuts reads the ONNX graph; use --cuts single")
+        return None, load_keras_chain(chain_file_for(args.model))
     sample = sample_inputs(getattr(args, "sample_inputs", None))
     graph = load_graph(args.model, input_shapes(args.input_shape), sample_inputs=sample)
     return graph, build_chain(graph, cuts=args.cuts)
@@ -43,9 +73,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.onnx", help="ONNX model (weights may be absent)")
     p.add_argument(
         "--cuts",
-        choices=("single", "multi"),
-        default="single",
-        help="cut family: single-tensor cut points (default) or multi-tensor boundaries",
+        choices=("single", "multi", "keras"),
+        default=None,
+        help="cut family: single-tensor cut points (default), multi-tensor boundaries, or "
+        "keras: the original's chain file from the Keras layer graph (the default with "
+        "--memory paper --transfer paper when the file exists)",
     )
     p.add_argument(
         "--input-shape",
@@ -121,7 +153,7 @@ def cmd_inspect(args) -> int:
     total_params = float(chain.param_bytes.sum())
     doc = {
         "model": chain.name,
-        "num_nodes": len(graph.nodes),
+        "num_nodes": None if graph is None else len(graph.nodes),
         "param_bytes": int(total_params),
         "cuts": args.cuts,
         "memory": args.memory,
@@ -146,11 +178,13 @@ def cmd_inspect(args) -> int:
         cum += chain.param_bytes[c["index"]]
         rows.append([str(c["index"]), c["node"], fmt_bytes(c["transfer_bytes"]), fmt_bytes(cum)])
     print(
-        f"model {chain.name}: {len(graph.nodes)} ONNX nodes, "
+        f"model {chain.name}: "
+        f"{'Keras layer graph' if graph is None else f'{len(graph.nodes)} ONNX nodes'}, "
         f"{fmt_bytes(total_params)} of parameters, {len(cuts)} {args.cuts}-tensor cut points, "
         f"{chain.num_blocks} blocks"
     )
-    print(f"sizes: {_sources_text(graph.meta)}")
+    if graph is not None:
+        print(f"sizes: {_sources_text(graph.meta)}")
     if rows:
         print(table(["cut", "after node", "transfer", "params before"], rows))
     print(

@@ -43,8 +43,12 @@ on); pass one explicitly to isolate its effect:
     what the original gave at that point of its loop without depending on
     the runs before it. Implies a fresh ``leaky_memo`` dict.
 ``skip_block_memory``
-    Stage memory summed ``partition_mems[i:j-1]``: every stage but the last
-    leaves out its last block, so stages can exceed the capacity.
+    Stage memory summed ``partition_mems[i:j-1]``, where ``partition_mems[k]``
+    covers the segment after cut point ``k``: every stage leaves out its
+    first block (the segment right after the cut that starts it), so stages
+    can exceed the capacity. ``"after"`` is that (the original's); ``True``
+    (or ``"before"``) leaves out the last block of every stage but the last
+    instead (see :func:`partopt.partition.stage_fits_matrix`).
 ``digitize_overflow``
     ``np.digitize`` puts a transfer equal to the largest candidate transfer
     in class ``C + 1``, which the loop over ``C..1`` never visits: that cut's
@@ -109,6 +113,7 @@ __all__ = [
     "k_path_matching",
     "clear_leaky_memo",
     "replayed_memo",
+    "leaky_memo",
     "solve_seifer",
     "solve_seifer_original",
 ]
@@ -118,7 +123,7 @@ DEFAULT_CLASSES = 20
 ORIGINAL_DEFECTS = {
     "memo_ignores_stage_limit": True,
     "leaky_memo": True,
-    "skip_block_memory": True,
+    "skip_block_memory": "after",
     "digitize_overflow": True,
     "colours_factor": 1.3,
     "stop_early": False,
@@ -150,6 +155,14 @@ def replayed_memo(problem: Problem, history_mb, skip_block_memory) -> dict:
             skip_block_memory=skip_block_memory,
         )
     return memo
+
+
+def leaky_memo(problem: Problem, owner: str = "seifer") -> dict:
+    """The process-wide never-cleared partition memo of ``owner`` for ``problem``'s chain
+    (and memory and transfer model); :func:`clear_leaky_memo` forgets it too."""
+    per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
+    key = (problem.memory, problem.transfer)
+    return per_chain.setdefault(key if owner == "seifer" else (*key, owner), {})
 
 
 def bandwidth_classes(
@@ -294,8 +307,7 @@ def _partitions(problem: Problem, options: dict) -> list[list[int]]:
     if options["memo_history"]:
         memo = replayed_memo(problem, options["memo_history"], options["skip_block_memory"])
     elif memo is True:
-        per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
-        memo = per_chain.setdefault((problem.memory, problem.transfer), {})
+        memo = leaky_memo(problem)
     elif not isinstance(memo, dict):
         memo = None  # False (or None): a fresh memo per partition
     if not (
@@ -315,7 +327,7 @@ def _partitions(problem: Problem, options: dict) -> list[list[int]]:
                 skip_block_memory=options["skip_block_memory"],
             )
         else:
-            windows = stage_windows(problem, cap, skip_block_memory=True)
+            windows = stage_windows(problem, cap, skip_block_memory=options["skip_block_memory"])
             cuts = min_sum_partition(problem, cap, problem.num_nodes, windows=windows)
         if cuts is not None and cuts not in out:
             out.append(cuts)
