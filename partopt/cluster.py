@@ -59,6 +59,9 @@ class Cluster:
         0 means no link; the diagonal is set to 0.
     flops_per_s
         Optional compute speed per node in FLOP/s, shape ``(N,)``.
+    latency_s
+        Optional per-link latency in seconds, shape ``(N, N)`` like
+        ``bandwidth_mbps``; added to every transfer on that link.
 
     Examples
     --------
@@ -71,6 +74,7 @@ class Cluster:
     memory_bytes: np.ndarray
     bandwidth_mbps: np.ndarray
     flops_per_s: np.ndarray | None = None
+    latency_s: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         names = tuple(str(n) for n in self.names)
@@ -118,6 +122,16 @@ class Cluster:
                     f"node {names[bad[0]]!r} has speed {speed[bad[0]]:g} FLOP/s; speeds must be positive"
                 )
             speed.setflags(write=False)
+        lat = None
+        if self.latency_s is not None:
+            lat = np.array(self.latency_s, dtype=float)
+            if lat.shape != (n, n) or not np.all(np.isfinite(lat)) or np.any(lat < 0):
+                raise ClusterError(
+                    f"latency_s must be a {n}x{n} matrix of finite seconds >= 0, like bandwidth_mbps"
+                )
+            np.fill_diagonal(lat, 0.0)
+            lat.setflags(write=False)
+        object.__setattr__(self, "latency_s", lat)
         mem.setflags(write=False)
         bw.setflags(write=False)
         object.__setattr__(self, "names", names)
@@ -180,6 +194,7 @@ class Cluster:
             memory_bytes=np.array(mem),
             bandwidth_mbps=data["bandwidth_mbps"],
             flops_per_s=np.array(speeds, dtype=float) if all(given) and speeds else None,
+            latency_s=data.get("latency_s"),
         )
 
     def to_dict(self) -> dict:
@@ -194,7 +209,10 @@ class Cluster:
             if self.flops_per_s is not None:
                 node["flops_per_s"] = float(self.flops_per_s[i])
             nodes.append(node)
-        return {"nodes": nodes, "bandwidth_mbps": self.bandwidth_mbps.tolist()}
+        out = {"nodes": nodes, "bandwidth_mbps": self.bandwidth_mbps.tolist()}
+        if self.latency_s is not None:
+            out["latency_s"] = self.latency_s.tolist()
+        return out
 
     @classmethod
     def load(cls, path: str | Path) -> Cluster:
@@ -251,6 +269,7 @@ class Cluster:
             memory_bytes=self.memory_bytes[keep],
             bandwidth_mbps=self.bandwidth_mbps[np.ix_(keep, keep)],
             flops_per_s=None if self.flops_per_s is None else self.flops_per_s[keep],
+            latency_s=None if self.latency_s is None else self.latency_s[np.ix_(keep, keep)],
         )
 
 

@@ -62,7 +62,20 @@ class Result:
         """JSON-ready summary (the shape ``partopt solve --json`` prints)."""
         stages = []
         if self.evaluation is not None:
+            names = getattr(getattr(problem, "dag", None), "op_names", None)
             for s in self.evaluation.stages:
+                if s.ops:
+                    stages.append(
+                        {
+                            "node": problem.cluster.names[s.node] if problem else s.node,
+                            "ops": [names[o] for o in s.ops] if names else list(s.ops),
+                            "memory_bytes": s.memory_bytes,
+                            "compute_s": s.compute_s,
+                            "transfer_s": s.transfer_s,
+                            "load_s": s.load_s,
+                        }
+                    )
+                    continue
                 stages.append(
                     {
                         "node": problem.cluster.names[s.node] if problem else s.node,
