@@ -285,3 +285,21 @@ def test_identical_devices_decided_by_the_relaxation():
     assert r.status == "optimal" and r.info["search_feasible"] == 0
     assert r.info["relaxation_decided"] >= 1
     assert _same(r.bottleneck_s, solve(p, "brute").bottleneck_s)
+
+
+@settings(max_examples=60)
+@given(dag_problems())
+def test_dag_milp_agrees_with_the_engine(problem):
+    milp = solve(problem, "dag-milp")
+    exact = solve(problem, "exact")
+    assert milp.status != "error", milp.info
+    assert milp.status == exact.status
+    assert _same(milp.bottleneck_s, exact.bottleneck_s)
+
+
+def test_engine_falls_back_to_the_milp():
+    # a budget of one search state forces every undecided threshold to the MILP
+    p = _diamond_problem("sum")
+    r = solve(p, "exact", dfs_budget=1, probe_time_s=0.0)
+    assert r.status == "optimal" and r.info["milp_calls"] >= 1
+    assert _same(r.bottleneck_s, solve(p, "brute").bottleneck_s)

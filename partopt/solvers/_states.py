@@ -190,8 +190,10 @@ class StateSearch:
         return self._values[plan]
 
     def milp_decide(self, theta, lower, seed, threads, h=None):
-        """The DAG MILP is not wired in: an undecided threshold stays undecided."""
-        return "unknown", None, None, {}
+        """The DAG stage-flow MILP over the plans ``<= theta`` (:mod:`partopt.solvers.dag_milp`)."""
+        from partopt.solvers.dag_milp import decide
+
+        return decide(self, theta, lower, seed, threads, h)
 
     # -- one threshold --------------------------------------------------------
 
