@@ -889,3 +889,52 @@ def _milp_decide(problem, search: ExactSearch, theta, lower, seed, threads, h=No
             return "unknown", None, None, info
         return out.status, plan, out.bound, info
     return "unknown", None, out.bound, info
+
+
+BUDGETED_DFS_BUDGET = 300
+"""Search states per decision in the budgeted mode (``bottleneck-search``)."""
+
+BUDGETED_TIME_S = 2.0
+"""Seconds the budgeted mode searches by default."""
+
+
+@register(
+    "bottleneck-search",
+    description="the exact engine's budgeted mode: threshold search, small path searches, "
+    "no MILP, then local search",
+)
+def solve_bottleneck_search(
+    problem,
+    *,
+    time_limit_s: float | None = None,
+    seed: int = 0,
+    dfs_budget: int = BUDGETED_DFS_BUDGET,
+    search_time_s: float = BUDGETED_TIME_S,
+    polish: bool = True,
+    **_,
+) -> SolverOutput:
+    """The threshold search of :func:`solve_exact` on a budget.
+
+    The same driver and decisions with ``dfs_budget`` states per decision,
+    no MILP fallback (an undecided threshold ends the search with the
+    incumbent and the bound proven so far) and at most ``search_time_s``
+    seconds (or ``time_limit_s`` if smaller). A chain plan not proven
+    optimal is then polished by :func:`partopt.solvers.local_search.improve`.
+    """
+    budget = search_time_s if time_limit_s is None else min(search_time_s, float(time_limit_s))
+    out = solve_exact(
+        problem, time_limit_s=budget, seed=seed, dfs_budget=dfs_budget, use_milp=False
+    )
+    if not polish or out.status != "feasible" or out.plan is None or hasattr(problem, "dag"):
+        return out
+    from partopt.solvers._plans import bottleneck_s, to_plan
+    from partopt.solvers.local_search import improve
+
+    cuts, nodes, rounds = improve(problem, list(out.plan.cuts), list(out.plan.nodes))
+    value = bottleneck_s(problem, cuts, nodes)
+    if value >= (out.objective_s or math.inf):
+        return out
+    bound = out.lower_bound_s
+    status = "optimal" if bound is not None and value <= bound * (1 + 1e-9) else "feasible"
+    info = {**out.info, "polish_rounds": rounds}
+    return SolverOutput(status, to_plan(problem, cuts, nodes), value, bound, info)
