@@ -303,3 +303,31 @@ def test_engine_falls_back_to_the_milp():
     r = solve(p, "exact", dfs_budget=1, probe_time_s=0.0)
     assert r.status == "optimal" and r.info["milp_calls"] >= 1
     assert _same(r.bottleneck_s, solve(p, "brute").bottleneck_s)
+
+
+def test_dag_plan_exports_and_checks_on_a_branchy_model():
+    from partopt.export import check_export, random_weights, split_model
+    from tests.onnx_models import two_inputs
+
+    model = two_inputs()
+    graph = load_graph(model)
+    dag = build_dag(graph)
+    chain = build_chain(graph, "multi")
+    names = dag.op_names
+    # branch B first, then branch A, then the join: not contiguous in the multi chain's order
+    stages = [["sig_b"], ["mm", "relu_a"], ["add", "relu_out"]]
+    plan = Plan(
+        tuple(OpStage(tuple(names.index(o) for o in ops), k) for k, ops in enumerate(stages))
+    )
+    p = DagProblem(dag, Cluster.uniform(3, memory_bytes=1e9, bandwidth_mbps=8.0))
+    ev = evaluate(p, plan)
+    export = split_model(random_weights(model, seed=1), chain, plan, layer_graph=graph)
+    # what each stage sends is what evaluate charges
+    sent = [float(sum(t.nbytes for t in s.outputs)) for s in export.stages[:-1]]
+    assert sent == [r.transfer_bytes for r in ev.stages[:-1]]
+    assert check_export(random_weights(model, seed=1), export).ok
+    # the same plan as JSON (operator names) gives the same split
+    again = split_model(
+        random_weights(model, seed=1), chain, {"stages": plan.to_dict(p)}, layer_graph=graph
+    )
+    assert [s.first_block for s in again.stages] == [s.first_block for s in export.stages]
