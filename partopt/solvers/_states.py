@@ -113,20 +113,39 @@ class StateSearch:
     # -- data ---------------------------------------------------------------
 
     def _pair_star(self) -> np.ndarray:
-        """Star traffic of every stage, summed over tensors in tensor order (as evaluate does)."""
+        """Star traffic of every stage ``D = t - s``, from per-state tables.
+
+        For a tensor ``x`` produced by ``p``: ``D`` sends ``x`` iff ``p`` is in
+        ``t`` but not in ``s`` and ``x`` crosses boundary ``t`` (its readers
+        all follow ``p``, so none is in the ideal ``s``); ``D`` reads ``x``
+        from another device iff ``p`` is in ``s`` (or ``x`` is a graph input)
+        and ``t`` holds more of ``x``'s readers than ``s``. The two cases are
+        disjoint, so the traffic is one masked sum per stage.
+        """
         st, dag = self.st, self.problem.dag
-        cost = self.problem.tensor_star_cost_s
+        cost = np.asarray(self.problem.tensor_star_cost_s, dtype=float)
         m = st.members
-        ins = m[st.pair_end] & ~m[st.pair_start]  # (P, ops): the stage's operators
+        keep = np.flatnonzero(cost > 0)
+        ns = st.num_states
+        prod_in = np.ones((ns, keep.size), dtype=bool)  # P_s(x); graph inputs: always
+        crosses = np.zeros((ns, keep.size), dtype=bool)  # X_t(x)
+        count = np.zeros((ns, keep.size), dtype=np.int32)  # readers of x inside the state
+        for j, x in enumerate(keep):
+            pr = int(dag.tensor_producer[x])
+            cons = list(dag.tensor_consumers[x])
+            if pr >= 0:
+                prod_in[:, j] = m[:, pr]
+            if cons:
+                count[:, j] = m[:, cons].sum(axis=1)
+                crosses[:, j] = prod_in[:, j] & (count[:, j] < len(cons)) & (pr >= 0)
+        c = cost[keep]
         out = np.zeros(st.num_pairs)
-        for t in range(dag.num_tensors):
-            pr = int(dag.tensor_producer[t])
-            cons = list(dag.tensor_consumers[t])
-            src = np.zeros(st.num_pairs, dtype=bool) if pr < 0 else ins[:, pr]
-            reads = ins[:, cons].any(axis=1) if cons else np.zeros(st.num_pairs, dtype=bool)
-            others = ~ins[:, cons].all(axis=1) if cons else np.zeros(st.num_pairs, dtype=bool)
-            hit = (src & others) | (~src & reads)
-            out = out + np.where(hit, float(cost[t]), 0.0)
+        step = max(1, 4_000_000 // max(keep.size, 1))
+        for a in range(0, st.num_pairs, step):
+            s_, t_ = st.pair_start[a : a + step], st.pair_end[a : a + step]
+            ps = prod_in[s_]
+            hit = (crosses[t_] & ~ps) | (ps & (count[t_] > count[s_]))
+            out[a : a + step] = hit.astype(float) @ c
         return out
 
     def _interchangeable(self) -> bool:
@@ -221,14 +240,18 @@ class StateSearch:
         """``(status, plan, h)`` for threshold ``theta`` (``feasible``/``infeasible``/``unknown``)."""
         self.stats["decisions"] += 1
         ok, allowed = self._threshold(theta)
-        h = self.relaxation(ok, allowed)
         n = self.num_nodes
+        if self.symmetric:
+            path = self._fewest_stages(ok[:, 0], allowed)
+            if path is None:
+                self.stats["relaxation_refuted"] += 1
+                return "infeasible", None, None
+            self.stats["relaxation_decided"] += 1
+            return "feasible", self._plan(path), None
+        h = self.relaxation(ok, allowed)
         if h[0].min() > n:
             self.stats["relaxation_refuted"] += 1
             return "infeasible", None, h
-        if self.symmetric:
-            self.stats["relaxation_decided"] += 1
-            return "feasible", self._walk(ok, allowed, h), h
         budget = self.dfs_budget if states is None else states
         try:
             plan = self._search(theta, ok, allowed, h, time_s, budget)
@@ -240,29 +263,43 @@ class StateSearch:
         self.stats["search_feasible"] += 1
         return "feasible", plan, h
 
-    def _walk(self, ok, allowed, h) -> Plan:
-        """A plan along the relaxation on interchangeable nodes (node ``k`` runs stage ``k``)."""
-        st = self.st
-        s, k, path = 0, 0, []
-        need = int(h[0, 0])
-        while True:
-            ps = st.pairs_from[s]
-            for q in ps[ok[ps, k]]:
-                t = int(st.pair_end[q])
-                if t == self.full and need == 1:
-                    path.append((int(q), k))
-                    return self._plan(path)
-                if (
-                    t != self.full
-                    and k + 1 < self.num_nodes
-                    and allowed[t, k, k + 1]
-                    and h[t, k + 1] == need - 1
-                ):
-                    path.append((int(q), k))
-                    s, k, need = t, k + 1, need - 1
-                    break
-            else:
-                raise AssertionError("relaxation walk lost its witness")
+    def _fewest_stages(self, ok: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]] | None:
+        """On interchangeable nodes: a path of at most ``N`` allowed stages, fewest first, or ``None``.
+
+        Breadth first over the states, one layer of stages at a time
+        (vectorised over all stages); stage ``k`` runs on node ``k``.
+        """
+        st, n, full = self.st, self.num_nodes, self.full
+        link_ok = allowed[:, 0, 1] if n > 1 else np.zeros(self.num_states, dtype=bool)
+        parent = np.full(self.num_states, -1, dtype=np.int64)
+        reached = np.zeros(self.num_states, dtype=bool)
+        reached[0] = True
+        frontier = np.zeros(self.num_states, dtype=bool)
+        frontier[0] = True
+        cand = np.flatnonzero(ok)
+        for _ in range(n):
+            from_ok = frontier[st.pair_start[cand]]
+            # a stage may start at a non-initial boundary only if that boundary can be sent
+            q = cand[from_ok]
+            ends = st.pair_end[q]
+            fresh = ~reached[ends] & ((ends == full) | link_ok[ends])
+            q, ends = q[fresh], ends[fresh]
+            if q.size == 0:
+                return None
+            uniq, first = np.unique(ends, return_index=True)
+            parent[uniq] = q[first]
+            reached[uniq] = True
+            if reached[full]:
+                path, t = [], full
+                while t != 0:
+                    q = int(parent[t])
+                    path.append(q)
+                    t = int(st.pair_start[q])
+                path.reverse()
+                return [(q, k) for k, q in enumerate(path)]
+            frontier = np.zeros(self.num_states, dtype=bool)
+            frontier[uniq] = True
+        return None
 
     def _plan(self, path: list[tuple[int, int]]) -> Plan:
         """Plan from ``(stage index, node)`` pairs; its value in the search's arithmetic is kept."""
