@@ -84,7 +84,7 @@ __all__ = [
 MAX_STATES = 20_000
 """Ideals generated before the generation stops (results are then at best ``feasible``)."""
 
-MAX_PAIRS = 3_000_000
+MAX_PAIRS = 12_000_000
 """Stages (pairs of states) generated before the generation stops (same consequence)."""
 
 
@@ -552,7 +552,8 @@ class StateSpace:
                 if not m & b and (m | b) in index:
                     row.append((i, index[m | b]))
             step.append(row)
-        starts, ends, mems, flops, times = [], [], [], [], []
+        chunks: list[np.ndarray] = []  # per start state: (end, memory, flops, time) rows
+        total = 0
         complete = True
         for s in range(self.num_states):
             seen = {s: (0.0, 0.0, 0.0, 0.0)}
@@ -573,23 +574,23 @@ class StateSpace:
                         tm + (0.0 if u_time is None else u_time[i]),
                     )
                     stack.append(t)
-            for t, (sm, mx, fl, tm) in seen.items():
-                if t != s:
-                    starts.append(s)
-                    ends.append(t)
-                    mems.append(sm + mx)
-                    flops.append(fl)
-                    times.append(tm)
-            if len(starts) > self.max_pairs:
+            del seen[s]
+            if seen:
+                rows = np.array(
+                    [(t, sm + mx, fl, tm) for t, (sm, mx, fl, tm) in sorted(seen.items())]
+                )
+                chunks.append(np.column_stack([np.full(len(rows), s), rows]))
+                total += len(rows)
+            if total > self.max_pairs:
                 complete = False
                 break
         self.complete = self.complete and complete
-        order = np.lexsort((np.array(ends), np.array(starts)))
-        self.pair_start = np.array(starts, dtype=np.int64)[order]
-        self.pair_end = np.array(ends, dtype=np.int64)[order]
-        self.pair_memory = np.array(mems)[order]
-        self.pair_flops = np.array(flops)[order]
-        self.pair_compute_s = None if u_time is None else np.array(times)[order]
+        table = np.concatenate(chunks) if chunks else np.zeros((0, 5))
+        self.pair_start = table[:, 0].astype(np.int64)
+        self.pair_end = table[:, 1].astype(np.int64)
+        self.pair_memory = table[:, 2].copy()
+        self.pair_flops = table[:, 3].copy()
+        self.pair_compute_s = None if u_time is None else table[:, 4].copy()
         self.num_pairs = int(self.pair_start.size)
         bounds = np.searchsorted(self.pair_start, np.arange(self.num_states + 1))
         self.pairs_from = [np.arange(bounds[k], bounds[k + 1]) for k in range(self.num_states)]

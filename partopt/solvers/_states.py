@@ -83,14 +83,23 @@ class StateSearch:
         caps = cl.memory_bytes
         self.fits = st.pair_memory[:, None] <= caps[None, :] * (1 + 1e-9)  # (P, N)
         p = st.num_pairs
+        # (P, N) views; one column broadcast when the time does not depend on the node
         if not problem.uses_compute:
-            ct = np.zeros((p, n))
+            col = np.zeros((p, 1))
         elif st.pair_compute_s is not None:
-            ct = np.repeat(st.pair_compute_s[:, None], n, axis=1)
+            col = st.pair_compute_s[:, None]
+        elif np.ptp(cl.flops_per_s) == 0:
+            col = st.pair_flops[:, None] / cl.flops_per_s[:1][None, :]
         else:
+            col = None
+        if col is None:
             ct = st.pair_flops[:, None] / cl.flops_per_s[None, :]
+            level = ct + self._pair_star()[:, None] if self.star else ct
+        else:
+            ct = np.broadcast_to(col, (p, n))
+            level = np.broadcast_to(col + self._pair_star()[:, None] if self.star else col, (p, n))
         self.ct = ct
-        self.level = ct + self._pair_star()[:, None] if self.star else ct  # stage-level load
+        self.level = level  # stage-level load
         self.symmetric = self._interchangeable()
         self.expanded = 0
         self._dead: dict[int, list[tuple[int, int, float, int]]] = {}
@@ -166,7 +175,10 @@ class StateSearch:
         if not self.star:
             vals.append(fin)
         if self.problem.uses_compute:
-            lev = np.where(self.fits, self.level, np.inf)
+            if self.symmetric:  # one node speaks for all
+                lev = np.where(self.fits[:, 0], self.level[:, 0], np.inf)
+            else:
+                lev = np.where(self.fits, self.level, np.inf)
             vals.append(lev[np.isfinite(lev)])
         if self.sum:
             st, n = self.st, self.num_nodes
