@@ -217,6 +217,64 @@ class StateSearch:
         c = self._cands
         return c[(c >= low) & (c <= high)]
 
+    def initial_plan(self, deadline: float) -> Plan | None:
+        """An incumbent: the multi-tensor chain's optimum (the DAG's topological order), or ``None``.
+
+        Its prefixes are states of every state space, so it is a DAG plan;
+        solved by ``exact`` on that chain for a quarter of the time left (10 s
+        without a limit), for the ``communication`` and ``max`` objectives.
+        """
+        prob, dag = self.problem, self.problem.dag
+        if prob.objective not in ("communication", "max") or dag.compute_s is not None:
+            return None
+        if any(len(u) > 1 for u in dag.units):
+            return None
+        from partopt.chain import Chain
+        from partopt.dag import crossing_bytes
+        from partopt.problem import Problem
+
+        order = list(dag.order)
+        if len(order) < 2:
+            return None
+        pos = np.empty(dag.num_ops, dtype=np.int64)
+        pos[order] = np.arange(len(order))
+        prefixes = pos[None, :] < np.arange(1, len(order))[:, None]
+        cut_bytes = crossing_bytes(dag, prefixes)
+        chain = Chain(
+            name=dag.name,
+            param_bytes=dag.param_bytes[order],
+            activation_peak_bytes=dag.activation_peak_bytes[order],
+            paper_memory_bytes=dag.paper_memory_bytes[order],
+            flops=dag.flops[order],
+            transfer_bytes=cut_bytes,
+            paper_transfer_bytes=cut_bytes,
+        )
+        cl = prob.cluster
+        plain = type(cl)(cl.names, cl.memory_bytes, cl.bandwidth_mbps, cl.flops_per_s)
+        left = 10.0 if math.isinf(deadline) else max(0.0, (deadline - time.perf_counter()) / 4)
+        from partopt.solvers.exact import solve_exact
+
+        out = solve_exact(
+            Problem(chain, plain, prob.memory, "bytes", prob.objective), time_limit_s=left
+        )
+        if out.plan is None:
+            return None
+        st = self.st
+        path, prev = [], 0
+        for stage in out.plan.stages:
+            t = st.index.get((1 << (stage.last_block + 1)) - 1)
+            if t is None:
+                return None
+            ps = st.pairs_from[prev]
+            q = ps[st.pair_end[ps] == t]
+            if q.size == 0 or not self.fits[q[0], stage.node]:
+                return None
+            path.append((int(q[0]), int(stage.node)))
+            prev = t
+        plan = self._plan(path)
+        self.stats["initial_plan_s"] = self._values[plan]
+        return plan
+
     def plan_value_s(self, plan: Plan) -> float:
         return self._values[plan]
 

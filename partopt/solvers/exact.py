@@ -812,9 +812,17 @@ class _Driver:
         theta = search.next_candidate(self.lower)
         step = self.GROWTH
         base = max(self.lower, search.min_positive_candidate())
+        start = getattr(search, "initial_plan", None)
+        if start is not None:
+            plan = start(self.deadline)
+            if plan is not None:
+                self._improve(plan)
+                self.info["initial_s"] = self.upper
         while True:
             if self._timed_out():
                 self._give_up("time limit")
+            if self.best is not None and theta >= self.upper:
+                break
             if theta >= top:
                 if not self.decide(math.inf):
                     return self._out(
