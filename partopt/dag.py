@@ -62,6 +62,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -144,18 +145,18 @@ class Dag:
 
     name: str
     op_names: tuple[str, ...]
-    param_bytes: np.ndarray
-    activation_peak_bytes: np.ndarray
-    paper_memory_bytes: np.ndarray
-    flops: np.ndarray
-    tensor_bytes: np.ndarray
-    tensor_producer: np.ndarray
-    tensor_consumers: tuple[tuple[int, ...], ...]
-    compute_s: np.ndarray | None = None
-    tensor_cost_s: np.ndarray | None = None
+    param_bytes: Any  # array-like in, read-only ndarray after construction
+    activation_peak_bytes: Any  # array-like in, read-only ndarray after construction
+    paper_memory_bytes: Any  # array-like in, read-only ndarray after construction
+    flops: Any  # array-like in, read-only ndarray after construction
+    tensor_bytes: Any  # array-like in, read-only ndarray after construction
+    tensor_producer: Any  # array-like in, read-only ndarray after construction
+    tensor_consumers: Any  # sequences of operator indices, tuples after construction
+    compute_s: Any = None
+    tensor_cost_s: Any = None
     colocate: tuple[tuple[int, ...], ...] = ()
     order: tuple[int, ...] = ()
-    tensor_is_output: np.ndarray | None = None
+    tensor_is_output: Any = None
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -281,7 +282,7 @@ class Dag:
 
     def _topological_order(self) -> tuple[int, ...]:
         n = self.num_ops
-        preds = [set() for _ in range(n)]
+        preds: list[set[int]] = [set() for _ in range(n)]
         succs: list[set[int]] = [set() for _ in range(n)]
         for p, cs in zip(self.tensor_producer, self.tensor_consumers, strict=True):
             for c in cs:

@@ -664,7 +664,7 @@ def solve_exact(
         out = driver.run()
     except _Finished as done:
         out = done.output
-    if is_dag and not search.complete:
+    if isinstance(search, StateSearch) and not search.complete:
         out = _capped(problem, out)
     return out
 
@@ -700,7 +700,14 @@ class _Driver:
     """A probe refuted more slowly than this switches the search to descending."""
 
     def __init__(
-        self, problem, search: ExactSearch, deadline, seed, threads, use_milp, probe_time_s
+        self,
+        problem,
+        search: ExactSearch | StateSearch,
+        deadline,
+        seed,
+        threads,
+        use_milp,
+        probe_time_s,
     ) -> None:
         self.probe_time_s = probe_time_s
         self.problem = problem
