@@ -396,6 +396,13 @@ class StateSearch:
         tau, ct = self.tau, self.ct
         path: list[tuple[int, int]] = []  # (stage index, node), filled on success
         pair_start, pair_end = st.pair_start, st.pair_end
+        taken = np.zeros(n, dtype=bool)  # the nodes of the current path
+        big = n + 2
+
+        def as_bits(states: np.ndarray) -> int:
+            flags = np.zeros(self.num_states, dtype=bool)
+            flags[states] = True
+            return int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
 
         def expand(v: int, starts: np.ndarray, used: int, k: int, prev: int) -> bool:
             self.expanded += 1
@@ -415,18 +422,18 @@ class StateSearch:
                 return True
             if k >= n:
                 return False
-            free = np.array([not (used >> w) & 1 for w in range(n)])
-            move = allowed[ends, v, :] & free[None, :] & (h[ends, :] <= n - k)  # (ps, w)
+            hs = h[ends, :]
+            move = allowed[ends, v, :] & ~taken[None, :] & (hs <= n - k)  # (ps, w)
             if self.sum:
                 move &= (ct[ps, v] + tin)[:, None] + tau[ends, v, :] <= theta
             nxt = np.flatnonzero(move.any(axis=0))
-            score = [int(h[ends[move[:, w]], w].min()) for w in nxt]
+            if nxt.size == 0:
+                return False
+            score = np.where(move[:, nxt], hs[:, nxt], big).min(axis=0)
             for w in nxt[np.argsort(score, kind="stable")]:
                 w = int(w)
                 new = np.unique(ends[move[:, w]])
-                bits = 0
-                for t in new:
-                    bits |= 1 << int(t)
+                bits = as_bits(new)
                 mask = used | (1 << w)
                 key_prev = v if self.sum else -1
                 known = dead.get(w, [])
@@ -436,7 +443,10 @@ class StateSearch:
                 ):
                     self.stats["dead_end_hits"] += 1
                     continue
-                if expand(w, new, mask, k + 1, v):
+                taken[w] = True
+                found = expand(w, new, mask, k + 1, v)
+                taken[w] = False
+                if found:
                     q = ps[move[:, w] & np.isin(ends, [pair_start[path[-1][0]]])][0]
                     path.append((int(q), v))
                     return True
@@ -454,6 +464,9 @@ class StateSearch:
             v = int(v)
             if h[0, v] > n:
                 continue
-            if expand(v, np.array([0]), 1 << v, 1, -1):
+            taken[v] = True
+            found = expand(v, np.array([0]), 1 << v, 1, -1)
+            taken[v] = False
+            if found:
                 return self._plan(path[::-1])
         return None
