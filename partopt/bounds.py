@@ -302,4 +302,20 @@ def compute_bound_s(problem: Problem) -> float:
 
 def lower_bound_s(problem: Problem) -> float:
     """The best lower bound partopt knows for ``problem``: max of (a), (b), (c)."""
+    if hasattr(problem, "dag"):
+        return dag_lower_bound_s(problem)
     return max(transfer_bound_s(problem), distinct_links_bound_s(problem), compute_bound_s(problem))
+
+
+def dag_lower_bound_s(problem) -> float:
+    """A lower bound for a DAG problem: the slowest operator on the fastest node.
+
+    Every operator runs in some stage, whose compute time is at least the
+    operator's own on the fastest node; 0 under the ``communication`` objective.
+    """
+    if not problem.uses_compute:
+        return 0.0
+    dag = problem.dag
+    if dag.compute_s is not None:
+        return float(dag.compute_s.max())
+    return float(dag.flops.max()) / float(problem.cluster.flops_per_s.max())

@@ -74,8 +74,9 @@ class Cluster:
     flops_per_s
         Optional compute speed per node in FLOP/s, shape ``(N,)``.
     latency_s
-        Optional latency of every link in seconds, shape ``(N, N)``, finite
-        and >= 0; the diagonal is set to 0.
+        Optional latency of every link in seconds, shape ``(N, N)`` like
+        ``bandwidth_mbps``, finite and >= 0 (the diagonal is set to 0); added
+        to every transfer on that link.
 
     Examples
     --------

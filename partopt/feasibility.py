@@ -124,7 +124,7 @@ def linked_group_size(problem: Problem) -> int:
     return best
 
 
-def min_uniform_capacity(problem: Problem, num_stages: int | None = None) -> float:
+def min_uniform_capacity(problem: Problem, num_stages: int | None = None) -> float | None:
     """Smallest capacity (bytes) for which the chain splits into ``num_stages`` stages or fewer.
 
     ``num_stages`` defaults to the most stages a plan can have: the number of
@@ -132,6 +132,8 @@ def min_uniform_capacity(problem: Problem, num_stages: int | None = None) -> flo
     (:func:`linked_group_size`; without any link, one stage). Every node
     needs at least this capacity for a plan to exist.
     """
+    if hasattr(problem, "dag"):
+        return None  # not computed for DAG problems
     k = min(problem.num_nodes, linked_group_size(problem)) if num_stages is None else num_stages
     lo = float(max(problem.stage_memory(i, i) for i in range(problem.num_blocks)))
     hi = problem.stage_memory(0, problem.num_blocks - 1)
@@ -165,6 +167,8 @@ def infeasibility_reason(problem: Problem) -> str | None:
     a cluster without links must hold the whole chain on one node). Other
     shortages of links are left to the solvers.
     """
+    if hasattr(problem, "dag"):
+        return _dag_infeasibility_reason(problem)
     cap = float(problem.cluster.memory_bytes.max())
     single = [problem.stage_memory(i, i) for i in range(problem.num_blocks)]
     worst = int(np.argmax(single))
@@ -188,4 +192,44 @@ def infeasibility_reason(problem: Problem) -> str | None:
             f"the chain needs at least {need} stages at {cap:.0f} bytes per node, but at most "
             f"{linked} nodes are joined by links (consecutive stages need a link)"
         )
+    return None
+
+
+def dag_min_stages(problem) -> float:
+    """Fewest stages over the state graph at the largest capacity (``inf``: none), links ignored.
+
+    Only a proof when the state space is complete.
+    """
+    st = problem.states
+    best = np.full(st.num_states, math.inf)
+    best[0] = 0.0
+    for s in range(st.num_states):
+        if math.isinf(best[s]):
+            continue
+        ends = st.pair_end[st.pairs_from[s]]
+        best[ends] = np.minimum(best[ends], best[s] + 1)
+    return float(best[-1])
+
+
+def _dag_infeasibility_reason(problem) -> str | None:
+    dag = problem.dag
+    cap = float(problem.cluster.memory_bytes.max())
+    mem_sum, mem_max = dag.memory_terms(problem.memory)
+    for unit in dag.units:
+        ops = list(unit)
+        need = float(mem_sum[ops].sum() + mem_max[ops].max())
+        if need > cap * (1 + 1e-9):
+            what = (
+                f"operator {dag.op_names[ops[0]]!r}"
+                if len(ops) == 1
+                else (f"the colocated operators around {dag.op_names[ops[0]]!r}")
+            )
+            return f"{what} needs {need:.0f} bytes but the largest node has {cap:.0f}"
+    if problem.states.complete:
+        k = dag_min_stages(problem)
+        if k > problem.num_nodes:
+            return (
+                f"the DAG needs at least {k:.0f} stages at {cap:.0f} bytes per node "
+                f"but the cluster has {problem.num_nodes} nodes"
+            )
     return None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from partopt import bounds, solvers
 from partopt._checks import check_int, check_real
+from partopt.dag import DagProblem
 from partopt.feasibility import infeasibility_reason, min_uniform_capacity
 from partopt.plan import Evaluation, InvalidPlan, Plan, evaluate
 from partopt.problem import Problem
@@ -63,7 +64,20 @@ class Result:
         """JSON-ready summary (the shape ``partopt solve --json`` prints)."""
         stages = []
         if self.evaluation is not None:
+            names = getattr(getattr(problem, "dag", None), "op_names", None)
             for s in self.evaluation.stages:
+                if s.ops:
+                    stages.append(
+                        {
+                            "node": problem.cluster.names[s.node] if problem else s.node,
+                            "ops": [names[o] for o in s.ops] if names else list(s.ops),
+                            "memory_bytes": s.memory_bytes,
+                            "compute_s": s.compute_s,
+                            "transfer_s": s.transfer_s,
+                            "load_s": s.load_s,
+                        }
+                    )
+                    continue
                 stages.append(
                     {
                         "node": problem.cluster.names[s.node] if problem else s.node,
@@ -111,9 +125,10 @@ def gap(objective_s: float | None, bound_s: float | None) -> float | None:
 
 def _checked_arguments(problem, method, time_limit_s, seed, options):
     """The solver entry and the time limit (``inf`` -> ``None``) after checking every argument."""
-    if not isinstance(problem, Problem):
+    if not isinstance(problem, Problem | DagProblem):
         raise TypeError(
-            f"problem must be a partopt Problem, got {problem!r} ({type(problem).__name__})"
+            f"problem must be a partopt Problem or DagProblem, got {problem!r} "
+            f"({type(problem).__name__})"
         )
     if not isinstance(method, str):
         raise TypeError(f"method must be a method name (str), got {method!r}")
@@ -201,7 +216,9 @@ def solve(
     status = out.status
     if status == "infeasible":
         need = min_uniform_capacity(problem)
-        if float(problem.cluster.memory_bytes.min()) >= need:
+        if need is None:
+            pass  # not computed for DAG problems
+        elif float(problem.cluster.memory_bytes.min()) >= need:
             # Every node already has what memory needs: more memory is not the fix.
             why = info.get("reason") or "no plan fits the links"
             info["reason"] = (

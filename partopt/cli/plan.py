@@ -25,7 +25,9 @@ from partopt.cli.common import (
     table,
 )
 from partopt.cluster import MB, Cluster, grid_cluster, paper_cluster, ring_cluster
-from partopt.problem import OBJECTIVES, Problem
+from partopt.costs import OBJECTIVES
+from partopt.dag import MAX_STATES
+from partopt.problem import Problem
 from partopt.solve import Result, solve
 
 __all__ = ["add_parsers", "cmd_inspect", "cmd_solve", "print_result"]
@@ -69,15 +71,56 @@ def _load_chain(args):
     return graph, build_chain(graph, cuts=args.cuts)
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL.onnx", help="ONNX model (weights may be absent)")
+def _problem_from_args(args, cluster: Cluster):
+    """A chain :class:`Problem`, or a DAG problem for ``--cuts dag`` and the DAG-only objectives."""
+    from partopt.dag import Dag, DagProblem, build_dag
+
+    if args.cuts == "dag" or args.objective in ("sum", "star"):
+        if args.transfer != "bytes":
+            raise CliError(f"--transfer {args.transfer} is for chains; DAG problems use bytes")
+        if args.cuts == "dag":
+            from partopt.onnx_graph import load_graph
+
+            graph = load_graph(
+                args.model,
+                input_shapes(args.input_shape),
+                sample_inputs=sample_inputs(getattr(args, "sample_inputs", None)),
+            )
+            dag = build_dag(graph)
+        else:
+            dag = Dag.from_chain(_load_chain(args)[1])
+        return DagProblem(
+            dag, cluster, memory=args.memory, objective=args.objective, max_states=args.max_states
+        )
+    _, chain = _load_chain(args)
+    return Problem(
+        chain, cluster, memory=args.memory, transfer=args.transfer, objective=args.objective
+    )
+
+
+def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument(
+        "model",
+        metavar="MODEL.onnx",
+        nargs=None if model_required else "?",
+        help="ONNX model (weights may be absent)",
+    )
     p.add_argument(
         "--cuts",
-        choices=("single", "multi", "keras"),
+        choices=("single", "multi", "dag", "keras"),
         default=None,
-        help="cut family: single-tensor cut points (default), multi-tensor boundaries, or "
-        "keras: the original's chain file from the Keras layer graph (the default with "
-        "--memory paper --transfer paper when the file exists)",
+        help="cut family: single-tensor cut points (default), multi-tensor boundaries of one "
+        "topological order, every ideal of the layer DAG (dag), or keras: the original's chain "
+        "file from the Keras layer graph (the default with --memory paper --transfer paper "
+        "when the file exists)",
+    )
+    p.add_argument(
+        "--max-states",
+        type=int_at_least(1),
+        default=MAX_STATES,
+        metavar="K",
+        help=f"--cuts dag: ideals generated at most (default {MAX_STATES:,}); beyond it plans "
+        "are feasible, not proven",
     )
     p.add_argument(
         "--input-shape",
@@ -135,7 +178,47 @@ def _sources_text(meta: dict) -> str:
     return "; ".join(parts) + " (activation tensors)"
 
 
+def _inspect_dag(args) -> int:
+    from partopt.dag import build_dag
+    from partopt.onnx_graph import load_graph
+
+    graph = load_graph(
+        args.model,
+        input_shapes(args.input_shape),
+        sample_inputs=sample_inputs(getattr(args, "sample_inputs", None)),
+    )
+    dag = build_dag(graph)
+    count = dag.count_ideals(limit=args.max_states)
+    doc = {
+        "model": dag.name,
+        "num_nodes": len(graph.nodes),
+        "cuts": "dag",
+        "operators": dag.num_ops,
+        "tensors": dag.num_tensors,
+        "units": len(dag.units),
+        "ideals": count,
+        "ideals_limit": args.max_states,
+        "meta": {
+            "shape_sources": graph.meta.get("shape_sources", {}),
+            "probe": graph.meta.get("probe", {}),
+            "unsettled": graph.meta.get("unsettled", {}),
+        },
+    }
+    if args.json:
+        print(json.dumps(doc, indent=1, default=_json_default))
+        return 0
+    ideals = f"{count:,} ideals" if count is not None else f"more than {args.max_states:,} ideals"
+    print(
+        f"model {dag.name}: {dag.num_ops} operators, {dag.num_tensors} tensors, "
+        f"{ideals} (boundary states)"
+    )
+    print(f"sizes: {_sources_text(graph.meta)}")
+    return 0
+
+
 def cmd_inspect(args) -> int:
+    if args.cuts == "dag":
+        return _inspect_dag(args)
     graph, chain = _load_chain(args)
     mem_sum, mem_max = chain.memory_terms(args.memory)
     blocks = [
@@ -242,7 +325,7 @@ def print_result(problem: Problem, result: Result) -> None:
         row = [
             str(k),
             problem.cluster.names[s.node],
-            f"{s.first_block}..{s.last_block}",
+            f"{len(s.ops)} ops" if s.ops else f"{s.first_block}..{s.last_block}",
             f"{fmt_bytes(s.memory_bytes)} / {fmt_bytes(s.capacity_bytes)}",
         ]
         if show_compute:
@@ -264,10 +347,7 @@ def print_result(problem: Problem, result: Result) -> None:
 
 def cmd_solve(args) -> int:
     cluster = _cluster_from_args(args)
-    _, chain = _load_chain(args)
-    problem = Problem(
-        chain, cluster, memory=args.memory, transfer=args.transfer, objective=args.objective
-    )
+    problem = _problem_from_args(args, cluster)
     if args.time_limit is not None and not args.time_limit > 0:
         raise CliError(f"--time-limit must be positive seconds, got {args.time_limit}")
     result = solve(problem, args.method, time_limit_s=args.time_limit, seed=args.seed)
@@ -364,7 +444,8 @@ def add_parsers(sub) -> None:
         "--objective",
         choices=OBJECTIVES,
         default="communication",
-        help="communication only (default) or max(communication, compute)",
+        help="stage load: communication only (default), max(compute, outgoing), "
+        "sum (compute + incoming + outgoing) or star (Tarnawski et al.'s host-memory model)",
     )
     p.add_argument(
         "--time-limit", type=float_at_least(0), metavar="S", help="solver time limit in seconds"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
-from partopt.plan import Plan, Stage
+from partopt.plan import InvalidPlan, OpStage, Plan, Stage, evaluate
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, SolverRefused, register
 
@@ -28,6 +29,8 @@ def solve_brute(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> S
     bottleneck so far is not below the best complete plan cannot improve it.
     Refuses instances with more than ``MAX_PLANS`` candidate plans.
     """
+    if hasattr(problem, "dag"):
+        return _solve_dag(problem)
     b, n = problem.num_blocks, problem.num_nodes
     total = count_plans(b, n)
     if total > MAX_PLANS:
@@ -75,4 +78,66 @@ def solve_brute(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> S
         )
     return SolverOutput(
         "optimal", best_plan, objective_s=best_val, lower_bound_s=best_val, info={"plans": total}
+    )
+
+
+MAX_DAG_OPS = 12
+"""Brute force over DAG plans refuses DAGs with more operators than this."""
+
+
+def _solve_dag(problem) -> SolverOutput:
+    """Every nested sequence of ideals x every ordered choice of distinct nodes, scored by evaluate.
+
+    Independent of :mod:`partopt.dag`'s state generation: next stages are
+    all operator subsets whose union with the prefix is downward closed.
+    """
+    dag, n = problem.dag, problem.num_nodes
+    if dag.num_ops > MAX_DAG_OPS:
+        raise SolverRefused(
+            f"brute force over DAG plans is limited to {MAX_DAG_OPS} operators "
+            f"(this DAG has {dag.num_ops}): use method 'exact'"
+        )
+    ops = dag.num_ops
+    full = (1 << ops) - 1
+    pred = [sum(1 << p for p in dag.preds[v]) for v in range(ops)]
+
+    def is_ideal(mask: int) -> bool:
+        return all((pred[v] & ~mask) == 0 for v in range(ops) if mask >> v & 1)
+
+    best_val, best_plan, count = math.inf, None, 0
+    seqs: list[list[int]] = []
+
+    def chains(prefix: int, seq: list[int]) -> None:
+        if prefix == full:
+            seqs.append(list(seq))
+            return
+        if len(seq) >= n:
+            return
+        rest = full & ~prefix
+        sub = rest
+        while sub:
+            if is_ideal(prefix | sub):
+                seq.append(sub)
+                chains(prefix | sub, seq)
+                seq.pop()
+            sub = (sub - 1) & rest
+
+    chains(0, [])
+    for seq in seqs:
+        sets = [tuple(v for v in range(ops) if m >> v & 1) for m in seq]
+        for nodes in itertools.permutations(range(n), len(seq)):
+            count += 1
+            plan = Plan(tuple(OpStage(s, v) for s, v in zip(sets, nodes, strict=True)))
+            try:
+                val = evaluate(problem, plan).bottleneck_s
+            except InvalidPlan:
+                continue
+            if val < best_val:
+                best_val, best_plan = val, plan
+    if best_plan is None:
+        return SolverOutput(
+            "infeasible", info={"plans": count, "reason": "no plan fits memory and links"}
+        )
+    return SolverOutput(
+        "optimal", best_plan, objective_s=best_val, lower_bound_s=best_val, info={"plans": count}
     )
