@@ -19,8 +19,10 @@ import sys
 from partopt import solvers
 from partopt.chain import MEMORY_MODELS, TRANSFER_MODELS
 from partopt.cluster import MB, Cluster, grid_cluster, paper_cluster, ring_cluster
+from partopt.costs import OBJECTIVES
+from partopt.dag import MAX_STATES
 from partopt.errors import PartoptError
-from partopt.problem import OBJECTIVES, Problem
+from partopt.problem import Problem
 from partopt.solve import Result, solve
 
 __all__ = ["main", "build_parser", "CliError"]
@@ -88,6 +90,32 @@ def _load_chain(args):
     return graph, build_chain(graph, cuts=args.cuts)
 
 
+def _problem_from_args(args, cluster: Cluster):
+    """A chain :class:`Problem`, or a DAG problem for ``--cuts dag`` and the DAG-only objectives."""
+    from partopt.dag import Dag, DagProblem, build_dag
+    from partopt.onnx_graph import load_graph
+
+    graph = load_graph(args.model, _input_shapes(args.input_shape))
+    if args.cuts == "dag" or args.objective in ("sum", "star"):
+        if args.transfer != "bytes":
+            raise CliError(f"--transfer {args.transfer} is for chains; DAG problems use bytes")
+        if args.cuts == "dag":
+            dag = build_dag(graph)
+        else:
+            from partopt.chain import build_chain
+
+            dag = Dag.from_chain(build_chain(graph, cuts=args.cuts))
+        return DagProblem(
+            dag, cluster, memory=args.memory, objective=args.objective, max_states=args.max_states
+        )
+    from partopt.chain import build_chain
+
+    chain = build_chain(graph, cuts=args.cuts)
+    return Problem(
+        chain, cluster, memory=args.memory, transfer=args.transfer, objective=args.objective
+    )
+
+
 def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument(
         "model",
@@ -97,9 +125,18 @@ def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> 
     )
     p.add_argument(
         "--cuts",
-        choices=("single", "multi"),
+        choices=("single", "multi", "dag"),
         default="single",
-        help="cut family: single-tensor cut points (default) or multi-tensor boundaries",
+        help="cut family: single-tensor cut points (default), multi-tensor boundaries of one "
+        "topological order, or every ideal of the layer DAG",
+    )
+    p.add_argument(
+        "--max-states",
+        type=int,
+        default=MAX_STATES,
+        metavar="K",
+        help=f"--cuts dag: ideals generated at most (default {MAX_STATES:,}); beyond it plans "
+        "are feasible, not proven",
     )
     p.add_argument(
         "--input-shape",
@@ -130,7 +167,37 @@ def _cluster_from_args(args) -> Cluster:
 # -- inspect ----------------------------------------------------------------------
 
 
+def _inspect_dag(args) -> int:
+    from partopt.dag import build_dag
+    from partopt.onnx_graph import load_graph
+
+    graph = load_graph(args.model, _input_shapes(args.input_shape))
+    dag = build_dag(graph)
+    count = dag.count_ideals(limit=args.max_states)
+    doc = {
+        "model": dag.name,
+        "num_nodes": len(graph.nodes),
+        "cuts": "dag",
+        "operators": dag.num_ops,
+        "tensors": dag.num_tensors,
+        "units": len(dag.units),
+        "ideals": count,
+        "ideals_limit": args.max_states,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=1, default=_json_default))
+        return 0
+    ideals = f"{count:,} ideals" if count is not None else f"more than {args.max_states:,} ideals"
+    print(
+        f"model {dag.name}: {dag.num_ops} operators, {dag.num_tensors} tensors, "
+        f"{ideals} (boundary states)"
+    )
+    return 0
+
+
 def cmd_inspect(args) -> int:
+    if args.cuts == "dag":
+        return _inspect_dag(args)
     graph, chain = _load_chain(args)
     mem_sum, mem_max = chain.memory_terms(args.memory)
     blocks = [
@@ -229,7 +296,7 @@ def print_result(problem: Problem, result: Result) -> None:
         row = [
             str(k),
             problem.cluster.names[s.node],
-            f"{s.first_block}..{s.last_block}",
+            f"{len(s.ops)} ops" if s.ops else f"{s.first_block}..{s.last_block}",
             f"{_fmt_bytes(s.memory_bytes)} / {_fmt_bytes(s.capacity_bytes)}",
         ]
         if show_compute:
@@ -312,10 +379,7 @@ def cmd_solve(args) -> int:
     if not args.model:
         raise CliError("give MODEL.onnx, or --workload FILE.json")
     cluster = _cluster_from_args(args)
-    _, chain = _load_chain(args)
-    problem = Problem(
-        chain, cluster, memory=args.memory, transfer=args.transfer, objective=args.objective
-    )
+    problem = _problem_from_args(args, cluster)
     if args.time_limit is not None and not args.time_limit > 0:
         raise CliError(f"--time-limit must be positive seconds, got {args.time_limit}")
     result = solve(problem, args.method, time_limit_s=args.time_limit, seed=args.seed)
@@ -419,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective",
         choices=OBJECTIVES,
         default="communication",
-        help="communication only (default) or max(communication, compute)",
+        help="stage load: communication only (default), max(compute, outgoing), "
+        "sum (compute + incoming + outgoing) or star (Tarnawski et al.'s host-memory model)",
     )
     p.add_argument("--time-limit", type=float, metavar="S", help="solver time limit in seconds")
     p.add_argument("--json", action="store_true", help="machine-readable output")

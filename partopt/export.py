@@ -467,6 +467,50 @@ def stage_ranges(plan, num_blocks: int) -> list[tuple[object, int, int]]:
     return items
 
 
+def _op_sets(plan, chain) -> list[tuple[object, list[int]]] | None:
+    """``(node, block indices)`` per stage of a DAG plan (operator sets), ``None`` for chain plans.
+
+    DAG operators are the blocks of the multi-tensor chain (one layer each);
+    operators may be given by index or by layer name. Every block must be in
+    exactly one stage; whether the stages follow the graph is checked by the split.
+    """
+    from partopt.plan import InvalidPlan, OpStage, Plan
+
+    if isinstance(plan, Plan):
+        if not plan.is_dag:
+            return None
+        items = [(s.node, list(s.ops)) for s in plan.stages if isinstance(s, OpStage)]
+    else:
+        stages = plan.get("stages") if isinstance(plan, dict) else plan
+        if (
+            not isinstance(stages, list)
+            or not stages
+            or not all(isinstance(d, dict) and "ops" in d for d in stages)
+        ):
+            return None
+        by_name = {names[0]: b for b, names in enumerate(chain.block_nodes) if len(names) == 1}
+        items = []
+        for k, d in enumerate(stages):
+            try:
+                ops = [by_name[o] if isinstance(o, str) else int(o) for o in d["ops"]]
+            except (KeyError, TypeError, ValueError):
+                raise InvalidPlan(
+                    f"stage {k} lists an operator the model's layers do not name "
+                    "(export DAG plans with the multi-tensor chain of the same model)"
+                ) from None
+            items.append((d["node"], ops))
+    seen = [b for _, ops in items for b in ops]
+    if sorted(seen) != list(range(chain.num_blocks)):
+        raise InvalidPlan(
+            f"the DAG plan's stages must hold each of the {chain.num_blocks} layers exactly once "
+            "(was it made for another model?)"
+        )
+    nodes = [str(n) for n, _ in items]
+    if len(set(nodes)) != len(nodes):
+        raise InvalidPlan("a node hosts more than one stage; stages need distinct nodes")
+    return items
+
+
 # -- splitting ---------------------------------------------------------------------------
 
 
@@ -634,7 +678,13 @@ def split_model(
             "the chain has no block_nodes (a synthetic chain?); build it from the ONNX model "
             "with partopt.chain.load_chain"
         )
-    ranges = stage_ranges(plan, chain.num_blocks)
+    op_sets = _op_sets(plan, chain)
+    if op_sets is None:
+        ranges = stage_ranges(plan, chain.num_blocks)
+        blocks_of = [range(first, last + 1) for _, first, last in ranges]
+    else:  # a DAG plan: stages are sets of the multi-tensor chain's one-layer blocks
+        ranges = [(node, min(ops), max(ops)) for node, ops in op_sets]
+        blocks_of = [ops for _, ops in op_sets]
     if len(chain.block_nodes) != chain.num_blocks:
         raise ExportError(
             f"chain has {chain.num_blocks} blocks but node lists for {len(chain.block_nodes)}"
@@ -649,8 +699,8 @@ def split_model(
     if layer_graph is not None:
         layer_outputs = {ln.name: ln.outputs for ln in layer_graph.nodes}
     stage_of: dict[int, int] = {}
-    for k, (_, first, last) in enumerate(ranges):
-        for b in range(first, last + 1):
+    for k, blocks in enumerate(blocks_of):
+        for b in blocks:
             for name in chain.block_nodes[b]:
                 outs = layer_outputs.get(name, ())
                 i = by_output.get(outs[0]) if outs else by_key.get(name)

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from partopt.chain import Chain
 from partopt.cluster import Cluster
-from partopt.plan import Plan, evaluate
+from partopt.plan import evaluate
 from partopt.problem import Problem
 from partopt.solve import solve
 from partopt.solvers._plans import bottleneck_s
-from partopt.solvers.bottleneck_search import BottleneckProber
+from partopt.solvers.exact import ExactSearch
 from partopt.solvers.local_search import improve
 
 from .strategies import problems
@@ -46,11 +46,11 @@ def test_a_probe_meets_its_threshold_or_proves_nothing_does(problem, fraction):
     if oracle.plan is None:
         return
     beta = oracle.bottleneck_s * fraction
-    probe = BottleneckProber(problem).probe(beta)
-    if probe.plan is not None:
-        assert bottleneck_s(problem, *probe.plan) <= beta * (1 + 1e-9)
-        evaluate(problem, Plan.from_cuts(probe.plan[0], probe.plan[1], problem.num_blocks))
-    if probe.proven_infeasible:
+    status, plan, _ = ExactSearch(problem).decide(beta, states=300)
+    if plan is not None:
+        assert status == "feasible"
+        assert evaluate(problem, plan).bottleneck_s <= beta * (1 + 1e-9)
+    if status == "infeasible":
         assert oracle.bottleneck_s > beta
 
 

@@ -87,6 +87,7 @@ from partopt.highs import DEFAULT_THREADS
 from partopt.plan import Plan, Stage
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
+from partopt.solvers._states import StateSearch
 from partopt.solvers.milp import HIGHS_OPTIONS as MILP_HIGHS_OPTIONS
 from partopt.solvers.milp import build as build_milp
 from partopt.solvers.milp import extract_plan, plan_value_s, transfer_times
@@ -573,6 +574,20 @@ class ExactSearch:
             v = u
         return Plan(tuple(reversed(stages)))
 
+    # -- the driver's interface beyond decide() -------------------------------
+
+    def lower_bound_s(self) -> float:
+        """A proven lower bound on the optimum (:func:`partopt.bounds.lower_bound_s`)."""
+        return bounds.lower_bound_s(self.problem)
+
+    def plan_value_s(self, plan: Plan) -> float:
+        """Bottleneck of ``plan`` in the search's own arithmetic (thresholds compare exactly)."""
+        return plan_value_s(self.problem, plan, self.tau)
+
+    def milp_decide(self, theta, lower, seed, threads, h=None):
+        """The stage-flow MILP on the instance reduced to ``theta`` (see :func:`_milp_decide`)."""
+        return _milp_decide(self.problem, self, theta, lower, seed, threads, h)
+
     # -- candidate values -------------------------------------------------
 
     def max_candidate(self) -> float:
@@ -637,13 +652,33 @@ def solve_exact(
     """
     t0 = time.perf_counter()
     deadline = math.inf if time_limit_s is None else t0 + float(time_limit_s)
-    search = ExactSearch(problem, deadline, dfs_budget)
+    is_dag = hasattr(problem, "dag")
+    search = (
+        StateSearch(problem, deadline, dfs_budget)
+        if is_dag
+        else ExactSearch(problem, deadline, dfs_budget)
+    )
     search.probe_time_s = probe_time_s
     driver = _Driver(problem, search, deadline, seed, threads, use_milp, probe_time_s)
     try:
-        return driver.run()
+        out = driver.run()
     except _Finished as done:
-        return done.output
+        out = done.output
+    if is_dag and not search.complete:
+        out = _capped(problem, out)
+    return out
+
+
+def _capped(problem, out: SolverOutput) -> SolverOutput:
+    """A search over part of the state lattice proves nothing: keep the plan, not the claims."""
+    info = {**out.info, "states_capped": True}
+    info["reason"] = (
+        f"the boundary states were capped at {problem.max_states:,} ideals or "
+        f"{problem.max_pairs:,} stages; the plan is the best over those states only"
+    )
+    if out.plan is None:
+        return SolverOutput("no_solution", lower_bound_s=bounds.lower_bound_s(problem), info=info)
+    return SolverOutput("feasible", out.plan, out.objective_s, bounds.lower_bound_s(problem), info)
 
 
 class _Finished(Exception):
@@ -704,7 +739,7 @@ class _Driver:
     # -- one threshold ------------------------------------------------------
 
     def _improve(self, plan: Plan) -> None:
-        value = plan_value_s(self.problem, plan, self.search.tau)
+        value = self.search.plan_value_s(plan)
         if value < self.upper:
             self.upper, self.best = value, plan
 
@@ -751,8 +786,8 @@ class _Driver:
         return False
 
     def _milp(self, theta, h):
-        status, plan, bound, milp_info = _milp_decide(
-            self.problem, self.search, theta, self.lower, self.seed, self.threads, h
+        status, plan, bound, milp_info = self.search.milp_decide(
+            theta, self.lower, self.seed, self.threads, h
         )
         self.info.update(milp_info)
         return status, plan, bound
@@ -760,8 +795,8 @@ class _Driver:
     # -- the search ---------------------------------------------------------
 
     def run(self) -> SolverOutput:
-        problem, search = self.problem, self.search
-        lb = bounds.lower_bound_s(problem)
+        search = self.search
+        lb = search.lower_bound_s()
         if math.isinf(lb):
             return self._out("infeasible", reason="the lower bounds admit no partition")
         # The bounds use their own arithmetic: step a hair below them.
@@ -854,3 +889,52 @@ def _milp_decide(problem, search: ExactSearch, theta, lower, seed, threads, h=No
             return "unknown", None, None, info
         return out.status, plan, out.bound, info
     return "unknown", None, out.bound, info
+
+
+BUDGETED_DFS_BUDGET = 300
+"""Search states per decision in the budgeted mode (``bottleneck-search``)."""
+
+BUDGETED_TIME_S = 2.0
+"""Seconds the budgeted mode searches by default."""
+
+
+@register(
+    "bottleneck-search",
+    description="the exact engine's budgeted mode: threshold search, small path searches, "
+    "no MILP, then local search",
+)
+def solve_bottleneck_search(
+    problem,
+    *,
+    time_limit_s: float | None = None,
+    seed: int = 0,
+    dfs_budget: int = BUDGETED_DFS_BUDGET,
+    search_time_s: float = BUDGETED_TIME_S,
+    polish: bool = True,
+    **_,
+) -> SolverOutput:
+    """The threshold search of :func:`solve_exact` on a budget.
+
+    The same driver and decisions with ``dfs_budget`` states per decision,
+    no MILP fallback (an undecided threshold ends the search with the
+    incumbent and the bound proven so far) and at most ``search_time_s``
+    seconds (or ``time_limit_s`` if smaller). A chain plan not proven
+    optimal is then polished by :func:`partopt.solvers.local_search.improve`.
+    """
+    budget = search_time_s if time_limit_s is None else min(search_time_s, float(time_limit_s))
+    out = solve_exact(
+        problem, time_limit_s=budget, seed=seed, dfs_budget=dfs_budget, use_milp=False
+    )
+    if not polish or out.status != "feasible" or out.plan is None or hasattr(problem, "dag"):
+        return out
+    from partopt.solvers._plans import bottleneck_s, to_plan
+    from partopt.solvers.local_search import improve
+
+    cuts, nodes, rounds = improve(problem, list(out.plan.cuts), list(out.plan.nodes))
+    value = bottleneck_s(problem, cuts, nodes)
+    if value >= (out.objective_s or math.inf):
+        return out
+    bound = out.lower_bound_s
+    status = "optimal" if bound is not None and value <= bound * (1 + 1e-9) else "feasible"
+    info = {**out.info, "polish_rounds": rounds}
+    return SolverOutput(status, to_plan(problem, cuts, nodes), value, bound, info)

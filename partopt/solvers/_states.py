@@ -1,0 +1,389 @@
+r"""Threshold decisions over a general graph of boundary states (DAG problems).
+
+The decision procedure behind ``exact`` for a :class:`~partopt.dag.DagProblem`:
+the same contract as :class:`partopt.solvers.exact.ExactSearch` (which is its
+vectorised specialisation for states that form a line), so that one driver,
+the threshold search of :mod:`partopt.solvers.exact`, runs on both.
+
+For a threshold :math:`\theta`, a stage ``p = (s, t)`` may run on node
+``v`` when it fits ``v``'s memory and its stage-level load (compute; the
+star model's traffic) is at most :math:`\theta`; boundary ``t`` may be sent
+from ``v`` to ``w`` when its transfer is at most :math:`\theta` (any two
+distinct nodes under the star model, which communicates through host
+memory). The ``sum`` objective couples a stage's compute with its incoming
+and outgoing transfer; the search checks the coupled sum exactly, the
+relaxation checks its three terms separately (a weaker, still valid test).
+
+1. **Relaxation.** Ignoring node distinctness, the fewest stages that
+   finish from state ``s`` with a stage on ``v`` (``h[s, v]``) is a backward
+   dynamic program over the states (subsets before supersets). More than
+   :math:`N` stages from state 0 refutes :math:`\theta`. When the nodes are
+   interchangeable (equal memory and speed, equal links) a walk of at most
+   :math:`N` stages maps onto distinct nodes, so the relaxation decides.
+2. **Path search.** Depth-first over simple node paths; a search state is
+   (last node, used nodes, the set of boundary states where the last node's
+   stage may start), pruned by the relaxation and memoised as dead ends with
+   the dominance of the chain search (fewer starts, more used nodes, smaller
+   threshold), across thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from partopt import bounds
+from partopt.costs import transfer_times_s
+from partopt.plan import OpStage, Plan
+
+__all__ = ["StateSearch", "MAX_TAU_ENTRIES"]
+
+MAX_TAU_ENTRIES = 30_000_000
+"""Largest states x nodes x nodes transfer table the search builds."""
+
+MAX_SUM_CANDIDATES = 20_000_000
+"""Largest stage x node^3 enumeration of candidate values under the ``sum`` objective."""
+
+
+class Unknown(Exception):
+    """The path search ran out of budget or time."""
+
+
+class StateSearch:
+    """Threshold decisions for a DAG problem (see the module docstring)."""
+
+    def __init__(self, problem, deadline: float = math.inf, dfs_budget: int = 100_000) -> None:
+        from partopt.solvers import SolverRefused
+
+        self.problem = problem
+        self.deadline = deadline
+        self.dfs_budget = dfs_budget
+        self.probe_time_s = 0.25
+        st = problem.states
+        self.st = st
+        self.complete = st.complete
+        self.num_nodes = n = problem.num_nodes
+        self.num_states = ns = st.num_states
+        self.full = ns - 1
+        cl = problem.cluster
+        if ns * n * n > MAX_TAU_ENTRIES:
+            raise SolverRefused(
+                f"{ns:,} boundary states on {n} nodes make a transfer table of "
+                f"{ns * n * n:,} entries (limit {MAX_TAU_ENTRIES:,}); use fewer states "
+                "(max_states) or fewer nodes"
+            )
+        self.star = problem.objective == "star"
+        self.sum = problem.objective == "sum"
+        tau = transfer_times_s(st.out_bytes, cl.bandwidth_mbps, cl.latency_s)
+        if self.star:
+            tau = np.where(np.eye(n, dtype=bool)[None], np.inf, 0.0) * np.ones((ns, 1, 1))
+        self.tau = tau  # (S, N, N)
+        caps = cl.memory_bytes
+        self.fits = st.pair_memory[:, None] <= caps[None, :] * (1 + 1e-9)  # (P, N)
+        p = st.num_pairs
+        if not problem.uses_compute:
+            ct = np.zeros((p, n))
+        elif st.pair_compute_s is not None:
+            ct = np.repeat(st.pair_compute_s[:, None], n, axis=1)
+        else:
+            ct = st.pair_flops[:, None] / cl.flops_per_s[None, :]
+        self.ct = ct
+        self.level = ct + self._pair_star()[:, None] if self.star else ct  # stage-level load
+        self.symmetric = self._interchangeable()
+        self.expanded = 0
+        self._dead: dict[int, list[tuple[int, int, float, int]]] = {}
+        self._values: dict[Plan, float] = {}
+        self.lp_bound = None
+        self.stats = {
+            "decisions": 0,
+            "relaxation_refuted": 0,
+            "relaxation_decided": 0,
+            "search_feasible": 0,
+            "search_refuted": 0,
+            "milp_calls": 0,
+            "states": 0,
+            "dead_end_hits": 0,
+            "boundary_states": ns,
+            "stages": p,
+        }
+        self._cands = self._candidate_values(SolverRefused)
+
+    # -- data ---------------------------------------------------------------
+
+    def _pair_star(self) -> np.ndarray:
+        """Star traffic of every stage ``D = t - s``, from per-state tables.
+
+        For a tensor ``x`` produced by ``p``: ``D`` sends ``x`` iff ``p`` is in
+        ``t`` but not in ``s`` and ``x`` crosses boundary ``t`` (its readers
+        all follow ``p``, so none is in the ideal ``s``); ``D`` reads ``x``
+        from another device iff ``p`` is in ``s`` (or ``x`` is a graph input)
+        and ``t`` holds more of ``x``'s readers than ``s``. The two cases are
+        disjoint, so the traffic is one masked sum per stage.
+        """
+        st, dag = self.st, self.problem.dag
+        cost = np.asarray(self.problem.tensor_star_cost_s, dtype=float)
+        m = st.members
+        keep = np.flatnonzero(cost > 0)
+        ns = st.num_states
+        prod_in = np.ones((ns, keep.size), dtype=bool)  # P_s(x); graph inputs: always
+        crosses = np.zeros((ns, keep.size), dtype=bool)  # X_t(x)
+        count = np.zeros((ns, keep.size), dtype=np.int32)  # readers of x inside the state
+        for j, x in enumerate(keep):
+            pr = int(dag.tensor_producer[x])
+            cons = list(dag.tensor_consumers[x])
+            if pr >= 0:
+                prod_in[:, j] = m[:, pr]
+            if cons:
+                count[:, j] = m[:, cons].sum(axis=1)
+                crosses[:, j] = prod_in[:, j] & (count[:, j] < len(cons)) & (pr >= 0)
+        c = cost[keep]
+        out = np.zeros(st.num_pairs)
+        step = max(1, 4_000_000 // max(keep.size, 1))
+        for a in range(0, st.num_pairs, step):
+            s_, t_ = st.pair_start[a : a + step], st.pair_end[a : a + step]
+            ps = prod_in[s_]
+            hit = (crosses[t_] & ~ps) | (ps & (count[t_] > count[s_]))
+            out[a : a + step] = hit.astype(float) @ c
+        return out
+
+    def _interchangeable(self) -> bool:
+        cl, n = self.problem.cluster, self.num_nodes
+        if self.sum or n < 2:
+            return n < 2
+        if np.ptp(cl.memory_bytes) > 0 or not np.all(self.ct == self.ct[:, :1]):
+            return False
+        if self.star:
+            return True
+        off = ~np.eye(n, dtype=bool)
+        t = self.tau[:, off]
+        return bool(np.all(t == t[:, :1]))
+
+    def _candidate_values(self, refused) -> np.ndarray:
+        vals = [np.array([0.0])]
+        fin = self.tau[np.isfinite(self.tau)]
+        if not self.star:
+            vals.append(fin)
+        if self.problem.uses_compute:
+            lev = np.where(self.fits, self.level, np.inf)
+            vals.append(lev[np.isfinite(lev)])
+        if self.sum:
+            st, n = self.st, self.num_nodes
+            if st.num_pairs * n**3 > MAX_SUM_CANDIDATES:
+                raise refused(
+                    f"the sum objective enumerates {st.num_pairs * n**3:,} candidate values "
+                    f"(limit {MAX_SUM_CANDIDATES:,}); use fewer nodes or a smaller model"
+                )
+            zero = np.zeros((1,))
+            for q in range(st.num_pairs):
+                s, t = int(st.pair_start[q]), int(st.pair_end[q])
+                for v in np.flatnonzero(self.fits[q]):
+                    tin = zero if s == 0 else self.tau[s, :, v]
+                    tout = zero if t == self.full else self.tau[t, v, :]
+                    c = (self.ct[q, v] + tin)[:, None] + tout[None, :]
+                    vals.append(c[np.isfinite(c)].ravel())
+        return np.unique(np.concatenate(vals))
+
+    # -- candidate values (the driver's interface) --------------------------
+
+    def lower_bound_s(self) -> float:
+        return bounds.lower_bound_s(self.problem)
+
+    def max_candidate(self) -> float:
+        return float(self._cands[-1]) if self._cands.size else 0.0
+
+    def min_positive_candidate(self) -> float:
+        pos = self._cands[self._cands > 0]
+        return float(pos[0]) if pos.size else math.inf
+
+    def next_candidate(self, low: float) -> float:
+        i = np.searchsorted(self._cands, low, side="left")
+        return float(self._cands[i]) if i < self._cands.size else math.inf
+
+    def candidates(self, low: float, high: float, distinct: bool = True) -> np.ndarray:
+        c = self._cands
+        return c[(c >= low) & (c <= high)]
+
+    def plan_value_s(self, plan: Plan) -> float:
+        return self._values[plan]
+
+    def milp_decide(self, theta, lower, seed, threads, h=None):
+        """The DAG stage-flow MILP over the plans ``<= theta`` (:mod:`partopt.solvers.dag_milp`)."""
+        from partopt.solvers.dag_milp import decide
+
+        return decide(self, theta, lower, seed, threads, h)
+
+    # -- one threshold --------------------------------------------------------
+
+    def _threshold(self, theta: float):
+        ok = self.fits & (self.level <= theta)
+        allowed = np.isfinite(self.tau) & (self.tau <= theta)  # inf: no link
+        return ok, allowed
+
+    def relaxation(self, ok: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """``h[s, v]``: fewest stages finishing from state ``s`` with a stage on ``v`` (cap ``N+1``)."""
+        st, n = self.st, self.num_nodes
+        inf = n + 1
+        h = np.full((self.num_states, n), inf, dtype=np.int64)
+        g = np.full((self.num_states, n), inf, dtype=np.int64)
+        g[self.full] = 0
+        for s in range(self.full - 1, -1, -1):
+            ps = st.pairs_from[s]
+            if ps.size:
+                vals = np.where(ok[ps], g[st.pair_end[ps]], inf)
+                h[s] = np.minimum(vals.min(axis=0) + 1, inf)
+            g[s] = np.where(allowed[s], h[s][None, :], inf).min(axis=1)
+        return h
+
+    def decide(self, theta: float, time_s: float = math.inf, states=None, use_lp: bool = False):
+        """``(status, plan, h)`` for threshold ``theta`` (``feasible``/``infeasible``/``unknown``)."""
+        self.stats["decisions"] += 1
+        ok, allowed = self._threshold(theta)
+        n = self.num_nodes
+        if self.symmetric:
+            path = self._fewest_stages(ok[:, 0], allowed)
+            if path is None:
+                self.stats["relaxation_refuted"] += 1
+                return "infeasible", None, None
+            self.stats["relaxation_decided"] += 1
+            return "feasible", self._plan(path), None
+        h = self.relaxation(ok, allowed)
+        if h[0].min() > n:
+            self.stats["relaxation_refuted"] += 1
+            return "infeasible", None, h
+        budget = self.dfs_budget if states is None else states
+        try:
+            plan = self._search(theta, ok, allowed, h, time_s, budget)
+        except Unknown:
+            return "unknown", None, h
+        if plan is None:
+            self.stats["search_refuted"] += 1
+            return "infeasible", None, h
+        self.stats["search_feasible"] += 1
+        return "feasible", plan, h
+
+    def _fewest_stages(self, ok: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]] | None:
+        """On interchangeable nodes: a path of at most ``N`` allowed stages, fewest first, or ``None``.
+
+        Breadth first over the states, one layer of stages at a time
+        (vectorised over all stages); stage ``k`` runs on node ``k``.
+        """
+        st, n, full = self.st, self.num_nodes, self.full
+        link_ok = allowed[:, 0, 1] if n > 1 else np.zeros(self.num_states, dtype=bool)
+        parent = np.full(self.num_states, -1, dtype=np.int64)
+        reached = np.zeros(self.num_states, dtype=bool)
+        reached[0] = True
+        frontier = np.zeros(self.num_states, dtype=bool)
+        frontier[0] = True
+        cand = np.flatnonzero(ok)
+        for _ in range(n):
+            from_ok = frontier[st.pair_start[cand]]
+            # a stage may start at a non-initial boundary only if that boundary can be sent
+            q = cand[from_ok]
+            ends = st.pair_end[q]
+            fresh = ~reached[ends] & ((ends == full) | link_ok[ends])
+            q, ends = q[fresh], ends[fresh]
+            if q.size == 0:
+                return None
+            uniq, first = np.unique(ends, return_index=True)
+            parent[uniq] = q[first]
+            reached[uniq] = True
+            if reached[full]:
+                path, t = [], full
+                while t != 0:
+                    q = int(parent[t])
+                    path.append(q)
+                    t = int(st.pair_start[q])
+                path.reverse()
+                return [(q, k) for k, q in enumerate(path)]
+            frontier = np.zeros(self.num_states, dtype=bool)
+            frontier[uniq] = True
+        return None
+
+    def _plan(self, path: list[tuple[int, int]]) -> Plan:
+        """Plan from ``(stage index, node)`` pairs; its value in the search's arithmetic is kept."""
+        st = self.st
+        stages, value = [], 0.0
+        incoming = 0.0
+        for j, (q, v) in enumerate(path):
+            s, t = int(st.pair_start[q]), int(st.pair_end[q])
+            stages.append(OpStage(st.stage_ops(s, t), v))
+            out = 0.0 if j + 1 == len(path) else float(self.tau[t, v, path[j + 1][1]])
+            c = float(self.level[q, v])
+            load = (c + incoming) + out if self.sum else (c if self.star else max(c, out))
+            value = max(value, load)
+            incoming = out
+        plan = Plan(tuple(stages))
+        self._values[plan] = value
+        return plan
+
+    def _search(self, theta, ok, allowed, h, time_s, budget) -> Plan | None:
+        st, n, full = self.st, self.num_nodes, self.full
+        dead = self._dead
+        stop_at = min(self.deadline, time.perf_counter() + time_s)
+        limit = self.expanded + budget
+        tau, ct = self.tau, self.ct
+        path: list[tuple[int, int]] = []  # (stage index, node), filled on success
+        pair_start, pair_end = st.pair_start, st.pair_end
+
+        def expand(v: int, starts: np.ndarray, used: int, k: int, prev: int) -> bool:
+            self.expanded += 1
+            self.stats["states"] += 1
+            if self.expanded > limit or time.perf_counter() > stop_at:
+                raise Unknown
+            ps = np.concatenate([st.pairs_from[s] for s in starts])
+            ps = ps[ok[ps, v]]
+            tin = np.zeros(ps.size)
+            if self.sum and prev >= 0:
+                tin = tau[pair_start[ps], prev, v]
+                ps, tin = ps[ct[ps, v] + tin <= theta], tin[ct[ps, v] + tin <= theta]
+            ends = pair_end[ps]
+            done = np.flatnonzero(ends == full)
+            if done.size:
+                path.append((int(ps[done[0]]), v))
+                return True
+            if k >= n:
+                return False
+            free = np.array([not (used >> w) & 1 for w in range(n)])
+            move = allowed[ends, v, :] & free[None, :] & (h[ends, :] <= n - k)  # (ps, w)
+            if self.sum:
+                move &= (ct[ps, v] + tin)[:, None] + tau[ends, v, :] <= theta
+            nxt = np.flatnonzero(move.any(axis=0))
+            score = [int(h[ends[move[:, w]], w].min()) for w in nxt]
+            for w in nxt[np.argsort(score, kind="stable")]:
+                w = int(w)
+                new = np.unique(ends[move[:, w]])
+                bits = 0
+                for t in new:
+                    bits |= 1 << int(t)
+                mask = used | (1 << w)
+                key_prev = v if self.sum else -1
+                known = dead.get(w, [])
+                if any(
+                    t >= theta and (u & ~mask) == 0 and (sb & ~bits) == 0 and pv == key_prev
+                    for u, sb, t, pv in known
+                ):
+                    self.stats["dead_end_hits"] += 1
+                    continue
+                if expand(w, new, mask, k + 1, v):
+                    q = ps[move[:, w] & np.isin(ends, [pair_start[path[-1][0]]])][0]
+                    path.append((int(q), v))
+                    return True
+                dead[w] = [
+                    (u, sb, t, pv)
+                    for u, sb, t, pv in known
+                    if not (
+                        t <= theta and (mask & ~u) == 0 and (sb & ~bits) == 0 and pv == key_prev
+                    )
+                ]
+                dead[w].append((mask, bits, theta, key_prev))
+            return False
+
+        for v in np.argsort(h[0], kind="stable"):
+            v = int(v)
+            if h[0, v] > n:
+                continue
+            if expand(v, np.array([0]), 1 << v, 1, -1):
+                return self._plan(path[::-1])
+        return None
