@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from partopt import solve
 from partopt.cli import main
 from partopt.errors import PartoptError
 from partopt.plan import InvalidPlan, OpStage, Plan, evaluate
@@ -187,7 +190,7 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("method", ["brute"])
+@pytest.mark.parametrize("method", ["brute", "exact"])
 def test_solve_workload_json(capsys, method):
     code, out, _ = run(capsys, "solve", "--workload", str(WORKLOAD), "--json", "--method", method)
     assert code == 0
@@ -241,9 +244,6 @@ def test_solve_needs_a_model_or_a_workload(capsys):
 
 # -- free leaves: the reduction keeps the optimum ---------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 
 @st.composite
 def workloads(draw, max_nodes: int = 8) -> dict:
@@ -289,6 +289,11 @@ def test_merging_free_leaves_keeps_the_optimum(d):
     assert len(merged.dag.units) <= len(plain.dag.units)
     a, b = solve_brute(plain), solve_brute(merged)
     assert a.status == b.status
+    engine = solve(merged, "exact")
     if a.status == "optimal":
         assert b.objective_s == pytest.approx(a.objective_s, rel=1e-9)
         assert evaluate(plain, b.plan).bottleneck_s == pytest.approx(b.objective_s, rel=1e-9)
+        assert engine.status == "optimal"
+        assert engine.bottleneck_s == pytest.approx(a.objective_s, rel=1e-9)
+    else:
+        assert engine.status == "infeasible"
