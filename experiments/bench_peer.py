@@ -56,6 +56,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from partopt.dag import MAX_PAIRS, MAX_STATES  # noqa: E402
+
 WORKLOADS = ROOT / "experiments" / "workloads"
 RESULTS = ROOT / "experiments" / "results"
 AGREE_RTOL = 1e-5
@@ -79,6 +81,8 @@ COLUMNS = [
     "partopt_load_s",
     "partopt_solve_s",
     "partopt_time_limit_s",
+    "max_states",
+    "max_pairs",
     "agree",
     "speedup",
     "error",
@@ -160,18 +164,17 @@ def peer_plan_load(workload: Path, stages: list[list[int]]) -> float:
     return evaluate(p, plan).bottleneck_s
 
 
-def _partopt_child(workload: str, time_limit_s: float) -> None:
+def _partopt_child(workload: str, time_limit_s: float, max_states: int, max_pairs: int) -> None:
     """Run in a child process: print one JSON line with partopt's result and times."""
     from partopt import solve
-    from partopt.dag import MAX_STATES
     from partopt.workload import load_workload
 
     start = time.perf_counter()
-    problem = load_workload(workload)
+    problem = load_workload(workload, max_states=max_states, max_pairs=max_pairs)
     loaded = time.perf_counter()
     result = solve(problem, "exact", time_limit_s=time_limit_s)
     done = time.perf_counter()
-    ideals = problem.dag.count_ideals(limit=10 * MAX_STATES)
+    ideals = problem.dag.count_ideals(limit=10 * max_states)
     print(
         json.dumps(
             {
@@ -188,8 +191,9 @@ def _partopt_child(workload: str, time_limit_s: float) -> None:
     )
 
 
-def run_partopt(workload: Path, time_limit_s: float) -> dict:
+def run_partopt(workload: Path, time_limit_s: float, max_states: int, max_pairs: int) -> dict:
     cmd = [sys.executable, __file__, "_partopt", str(workload), str(time_limit_s)]
+    cmd += [str(max_states), str(max_pairs)]
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=time_limit_s + 300, check=False
@@ -200,7 +204,7 @@ def run_partopt(workload: Path, time_limit_s: float) -> dict:
         tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
         return {"partopt_status": "error", "error": f"partopt: {tail}"[:300]}
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res["partopt_time_limit_s"] = time_limit_s
+    res.update(partopt_time_limit_s=time_limit_s, max_states=max_states, max_pairs=max_pairs)
     return res
 
 
@@ -253,7 +257,7 @@ def cmd_run(args) -> None:
                 "edges": len(doc["edges"]),
                 "max_fpgas": doc["maxFPGAs"],
             }
-            row.update(run_partopt(wl, args.time_limit))
+            row.update(run_partopt(wl, args.time_limit, args.max_states, args.max_pairs))
             if peer:
                 pr = run_peer(peer, wl, args.timeout)
                 stages = pr.pop("peer_stages", None)
@@ -339,7 +343,7 @@ def cmd_summary(args) -> None:
 
 def main(argv=None) -> None:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_partopt":
-        _partopt_child(sys.argv[2], float(sys.argv[3]))
+        _partopt_child(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -348,6 +352,12 @@ def main(argv=None) -> None:
     p.add_argument("--peer-dp", help="their compiled dp.cpp (default: $PARTOPT_PEER_DP)")
     p.add_argument("--timeout", type=float, default=300.0, help="DP wall-clock limit, seconds")
     p.add_argument("--time-limit", type=float, default=60.0, help="partopt limit, seconds")
+    p.add_argument(
+        "--max-states", type=int, default=MAX_STATES, help="partopt's cap on boundary states"
+    )
+    p.add_argument(
+        "--max-pairs", type=int, default=MAX_PAIRS, help="partopt's cap on stages (state pairs)"
+    )
     p.add_argument("--output", default=str(RESULTS / "bench_peer.csv"))
     p.add_argument("--only", nargs="*", help="workloads whose name contains one of these")
     p.set_defaults(func=cmd_run)
