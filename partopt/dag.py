@@ -62,6 +62,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ __all__ = [
 MAX_STATES = 20_000
 """Ideals generated before the generation stops (results are then at best ``feasible``)."""
 
-MAX_PAIRS = 3_000_000
+MAX_PAIRS = 12_000_000
 """Stages (pairs of states) generated before the generation stops (same consequence)."""
 
 
@@ -144,18 +145,18 @@ class Dag:
 
     name: str
     op_names: tuple[str, ...]
-    param_bytes: np.ndarray
-    activation_peak_bytes: np.ndarray
-    paper_memory_bytes: np.ndarray
-    flops: np.ndarray
-    tensor_bytes: np.ndarray
-    tensor_producer: np.ndarray
-    tensor_consumers: tuple[tuple[int, ...], ...]
-    compute_s: np.ndarray | None = None
-    tensor_cost_s: np.ndarray | None = None
+    param_bytes: Any  # array-like in, read-only ndarray after construction
+    activation_peak_bytes: Any  # array-like in, read-only ndarray after construction
+    paper_memory_bytes: Any  # array-like in, read-only ndarray after construction
+    flops: Any  # array-like in, read-only ndarray after construction
+    tensor_bytes: Any  # array-like in, read-only ndarray after construction
+    tensor_producer: Any  # array-like in, read-only ndarray after construction
+    tensor_consumers: Any  # sequences of operator indices, tuples after construction
+    compute_s: Any = None
+    tensor_cost_s: Any = None
     colocate: tuple[tuple[int, ...], ...] = ()
     order: tuple[int, ...] = ()
-    tensor_is_output: np.ndarray | None = None
+    tensor_is_output: Any = None
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -281,7 +282,7 @@ class Dag:
 
     def _topological_order(self) -> tuple[int, ...]:
         n = self.num_ops
-        preds = [set() for _ in range(n)]
+        preds: list[set[int]] = [set() for _ in range(n)]
         succs: list[set[int]] = [set() for _ in range(n)]
         for p, cs in zip(self.tensor_producer, self.tensor_consumers, strict=True):
             for c in cs:
@@ -552,7 +553,8 @@ class StateSpace:
                 if not m & b and (m | b) in index:
                     row.append((i, index[m | b]))
             step.append(row)
-        starts, ends, mems, flops, times = [], [], [], [], []
+        chunks: list[np.ndarray] = []  # per start state: (end, memory, flops, time) rows
+        total = 0
         complete = True
         for s in range(self.num_states):
             seen = {s: (0.0, 0.0, 0.0, 0.0)}
@@ -573,23 +575,23 @@ class StateSpace:
                         tm + (0.0 if u_time is None else u_time[i]),
                     )
                     stack.append(t)
-            for t, (sm, mx, fl, tm) in seen.items():
-                if t != s:
-                    starts.append(s)
-                    ends.append(t)
-                    mems.append(sm + mx)
-                    flops.append(fl)
-                    times.append(tm)
-            if len(starts) > self.max_pairs:
+            del seen[s]
+            if seen:
+                rows = np.array(
+                    [(t, sm + mx, fl, tm) for t, (sm, mx, fl, tm) in sorted(seen.items())]
+                )
+                chunks.append(np.column_stack([np.full(len(rows), s), rows]))
+                total += len(rows)
+            if total > self.max_pairs:
                 complete = False
                 break
         self.complete = self.complete and complete
-        order = np.lexsort((np.array(ends), np.array(starts)))
-        self.pair_start = np.array(starts, dtype=np.int64)[order]
-        self.pair_end = np.array(ends, dtype=np.int64)[order]
-        self.pair_memory = np.array(mems)[order]
-        self.pair_flops = np.array(flops)[order]
-        self.pair_compute_s = None if u_time is None else np.array(times)[order]
+        table = np.concatenate(chunks) if chunks else np.zeros((0, 5))
+        self.pair_start = table[:, 0].astype(np.int64)
+        self.pair_end = table[:, 1].astype(np.int64)
+        self.pair_memory = table[:, 2].copy()
+        self.pair_flops = table[:, 3].copy()
+        self.pair_compute_s = None if u_time is None else table[:, 4].copy()
         self.num_pairs = int(self.pair_start.size)
         bounds = np.searchsorted(self.pair_start, np.arange(self.num_states + 1))
         self.pairs_from = [np.arange(bounds[k], bounds[k + 1]) for k in range(self.num_states)]

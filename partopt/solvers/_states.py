@@ -83,14 +83,23 @@ class StateSearch:
         caps = cl.memory_bytes
         self.fits = st.pair_memory[:, None] <= caps[None, :] * (1 + 1e-9)  # (P, N)
         p = st.num_pairs
+        # (P, N) views; one column broadcast when the time does not depend on the node
         if not problem.uses_compute:
-            ct = np.zeros((p, n))
+            col = np.zeros((p, 1))
         elif st.pair_compute_s is not None:
-            ct = np.repeat(st.pair_compute_s[:, None], n, axis=1)
+            col = st.pair_compute_s[:, None]
+        elif np.ptp(cl.flops_per_s) == 0:
+            col = st.pair_flops[:, None] / cl.flops_per_s[:1][None, :]
         else:
+            col = None
+        if col is None:
             ct = st.pair_flops[:, None] / cl.flops_per_s[None, :]
+            level = ct + self._pair_star()[:, None] if self.star else ct
+        else:
+            ct = np.broadcast_to(col, (p, n))
+            level = np.broadcast_to(col + self._pair_star()[:, None] if self.star else col, (p, n))
         self.ct = ct
-        self.level = ct + self._pair_star()[:, None] if self.star else ct  # stage-level load
+        self.level = level  # stage-level load
         self.symmetric = self._interchangeable()
         self.expanded = 0
         self._dead: dict[int, list[tuple[int, int, float, int]]] = {}
@@ -166,7 +175,10 @@ class StateSearch:
         if not self.star:
             vals.append(fin)
         if self.problem.uses_compute:
-            lev = np.where(self.fits, self.level, np.inf)
+            if self.symmetric:  # one node speaks for all
+                lev = np.where(self.fits[:, 0], self.level[:, 0], np.inf)
+            else:
+                lev = np.where(self.fits, self.level, np.inf)
             vals.append(lev[np.isfinite(lev)])
         if self.sum:
             st, n = self.st, self.num_nodes
@@ -204,6 +216,64 @@ class StateSearch:
     def candidates(self, low: float, high: float, distinct: bool = True) -> np.ndarray:
         c = self._cands
         return c[(c >= low) & (c <= high)]
+
+    def initial_plan(self, deadline: float) -> Plan | None:
+        """An incumbent: the multi-tensor chain's optimum (the DAG's topological order), or ``None``.
+
+        Its prefixes are states of every state space, so it is a DAG plan;
+        solved by ``exact`` on that chain for a quarter of the time left (10 s
+        without a limit), for the ``communication`` and ``max`` objectives.
+        """
+        prob, dag = self.problem, self.problem.dag
+        if prob.objective not in ("communication", "max") or dag.compute_s is not None:
+            return None
+        if any(len(u) > 1 for u in dag.units):
+            return None
+        from partopt.chain import Chain
+        from partopt.dag import crossing_bytes
+        from partopt.problem import Problem
+
+        order = list(dag.order)
+        if len(order) < 2:
+            return None
+        pos = np.empty(dag.num_ops, dtype=np.int64)
+        pos[order] = np.arange(len(order))
+        prefixes = pos[None, :] < np.arange(1, len(order))[:, None]
+        cut_bytes = crossing_bytes(dag, prefixes)
+        chain = Chain(
+            name=dag.name,
+            param_bytes=dag.param_bytes[order],
+            activation_peak_bytes=dag.activation_peak_bytes[order],
+            paper_memory_bytes=dag.paper_memory_bytes[order],
+            flops=dag.flops[order],
+            transfer_bytes=cut_bytes,
+            paper_transfer_bytes=cut_bytes,
+        )
+        cl = prob.cluster
+        plain = type(cl)(cl.names, cl.memory_bytes, cl.bandwidth_mbps, cl.flops_per_s)
+        left = 10.0 if math.isinf(deadline) else max(0.0, (deadline - time.perf_counter()) / 4)
+        from partopt.solvers.exact import solve_exact
+
+        out = solve_exact(
+            Problem(chain, plain, prob.memory, "bytes", prob.objective), time_limit_s=left
+        )
+        if out.plan is None:
+            return None
+        st = self.st
+        path, prev = [], 0
+        for stage in out.plan.stages:
+            t = st.index.get((1 << (stage.last_block + 1)) - 1)
+            if t is None:
+                return None
+            ps = st.pairs_from[prev]
+            q = ps[st.pair_end[ps] == t]
+            if q.size == 0 or not self.fits[q[0], stage.node]:
+                return None
+            path.append((int(q[0]), int(stage.node)))
+            prev = t
+        plan = self._plan(path)
+        self.stats["initial_plan_s"] = self._values[plan]
+        return plan
 
     def plan_value_s(self, plan: Plan) -> float:
         return self._values[plan]

@@ -664,7 +664,7 @@ def solve_exact(
         out = driver.run()
     except _Finished as done:
         out = done.output
-    if is_dag and not search.complete:
+    if isinstance(search, StateSearch) and not search.complete:
         out = _capped(problem, out)
     return out
 
@@ -700,7 +700,14 @@ class _Driver:
     """A probe refuted more slowly than this switches the search to descending."""
 
     def __init__(
-        self, problem, search: ExactSearch, deadline, seed, threads, use_milp, probe_time_s
+        self,
+        problem,
+        search: ExactSearch | StateSearch,
+        deadline,
+        seed,
+        threads,
+        use_milp,
+        probe_time_s,
     ) -> None:
         self.probe_time_s = probe_time_s
         self.problem = problem
@@ -812,9 +819,17 @@ class _Driver:
         theta = search.next_candidate(self.lower)
         step = self.GROWTH
         base = max(self.lower, search.min_positive_candidate())
+        start = getattr(search, "initial_plan", None)
+        if start is not None:
+            plan = start(self.deadline)
+            if plan is not None:
+                self._improve(plan)
+                self.info["initial_s"] = self.upper
         while True:
             if self._timed_out():
                 self._give_up("time limit")
+            if self.best is not None and theta >= self.upper:
+                break
             if theta >= top:
                 if not self.decide(math.inf):
                     return self._out(
