@@ -166,9 +166,10 @@ def peer_plan_load(workload: Path, stages: list[list[int]]) -> float:
 
 def _partopt_child(workload: str, time_limit_s: float, max_states: int, max_pairs: int) -> None:
     """Run in a child process: print one JSON line with partopt's result and times."""
-    from partopt import solve
+    from partopt import solve, solvers
     from partopt.workload import load_workload
 
+    solvers.get("exact")  # imports every solver module: part of the start-up, not of the run
     start = time.perf_counter()
     problem = load_workload(workload, max_states=max_states, max_pairs=max_pairs)
     loaded = time.perf_counter()
