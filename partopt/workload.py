@@ -56,12 +56,13 @@ device. The plan {1} | {2, 3, 5} | {4, 6} has loads
   stays inside),
 
 so its bottleneck is 9, and 9 is the optimum on 3 devices (the other
-optimum is {1, 4} | {2, 3, 5} | {6}, loads 8, 9, 5). On 2 devices the only
-memory-feasible plan is {1, 2, 3} | {4, 5, 6}, loads 7 + 3.5 and 5 + 3.5:
-optimum 10.5. Without the colour class, 3 devices do better: {1, 3} |
-{2, 5} | {4, 6} has loads 1 + 2 + 1 + 0.5 = 4.5, 4 + 1 + 2 + 1 (reads 1
-and 3, writes 5) = 7.5 and 3 + 1 + 2 (reads 1 and 5) = 6, and 7.5 is the
-optimum then (brute force over all plans agrees).
+optimum is {1, 4} | {2, 3, 5} | {6}, loads 8, 9, 5). On 2 devices two
+splits fit memory: {1, 2, 3} | {4, 5, 6}, loads 7 + 3.5 and 5 + 3.5, and
+{1, 4} | {2, 3, 5, 6}, loads 4 + 4 and 8 + 4: optimum 10.5. Without the
+colour class, 3 devices do better: {1, 3} | {2, 5} | {4, 6} has loads
+3 + 1 + 0.5 = 4.5 (writes 1 and 3), 5 + 1 + 0.5 + 1 = 7.5 (reads 1 and 3,
+writes 5) and 4 + 1 + 1 = 6 (reads 1 and 5), and 7.5 is the optimum then
+(brute force over all plans agrees).
 
 Free leaves
 -----------

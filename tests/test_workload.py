@@ -157,6 +157,7 @@ def test_star_loads_by_hand():
     assert loads(p, [1], [2, 3, 5], [4, 6])[0] == 2.0
     two = problem_of({**doc(), "maxFPGAs": 2})
     assert loads(two, [1, 2, 3], [4, 5, 6]) == [7 + 1 + 2 + 0.5, 5 + 1 + 2 + 0.5]
+    assert loads(two, [1, 4], [2, 3, 5, 6]) == [4 + 1 + 3, 8 + 1 + 3]
 
 
 def test_star_plans_respect_colour_classes_and_memory():
