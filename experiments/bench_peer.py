@@ -286,6 +286,10 @@ def _f(x: str) -> float | None:
     return float(x) if x not in ("", None) else None
 
 
+def _floats(values) -> list[float]:
+    return [float(v) for v in values if v not in ("", None)]
+
+
 def cmd_summary(args) -> None:
     rows: list[dict] = []
     for f in args.files:
@@ -305,7 +309,7 @@ def cmd_summary(args) -> None:
             f"{mark}{ratio if ratio is not None else math.nan:7.1f}"
         )
     proven = sum(r["partopt_status"] == "optimal" for r in rows)
-    times = [_f(r["partopt_time_s"]) for r in rows if _f(r["partopt_time_s"]) is not None]
+    times = _floats(r["partopt_time_s"] for r in rows)
     within = sum(
         r["partopt_status"] == "optimal" and (_f(r["partopt_time_s"]) or math.inf) <= 60
         for r in rows
@@ -318,14 +322,14 @@ def cmd_summary(args) -> None:
         f"time median {statistics.median(times):.3f} s, max {max(times):.3f} s"
     )
     print(f"same objective as the DP (1e-5 relative) on {agree} of the {len(finished)} it finishes")
-    peer_times = [_f(r["peer_time_s"]) for r in finished]
+    peer_times = _floats(r["peer_time_s"] for r in finished)
     if peer_times:
         print(
             f"DP time median {statistics.median(peer_times):.3f} s over those it finishes; "
             f"{len(rows) - len(finished)} not finished"
         )
     if slow:
-        ratios = [_f(r["speedup"]) for r in slow]
+        ratios = _floats(r["speedup"] for r in slow)
         lower = any(r["peer_status"] == "timeout" for r in slow)
         print(
             f"DP time / partopt time, median over the {len(slow)} workloads partopt needs > 1 s "
@@ -334,7 +338,7 @@ def cmd_summary(args) -> None:
         )
     else:
         print("partopt needs more than 1 s on no workload")
-    all_ratios = [_f(r["speedup"]) for r in rows if _f(r["speedup"])]
+    all_ratios = _floats(r["speedup"] for r in rows)
     if all_ratios:
         print(
             f"DP time / partopt time over all {len(all_ratios)}: median "
