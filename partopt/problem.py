@@ -9,6 +9,7 @@ import numpy as np
 
 from partopt.chain import MEMORY_MODELS, TRANSFER_MODELS, Chain
 from partopt.cluster import Cluster
+from partopt.costs import transfer_time_s
 
 __all__ = ["OBJECTIVES", "Problem"]
 
@@ -166,7 +167,10 @@ class Problem:
         bw = float(self.cluster.bandwidth_mbps[src, dst])
         if bw <= 0 or src == dst:
             return float("inf")
-        return float(self.transfer_bytes[cut]) * 8.0 / (bw * 1e6)
+        lat = self.cluster.latency_s
+        return transfer_time_s(
+            float(self.transfer_bytes[cut]), bw, 0.0 if lat is None else float(lat[src, dst])
+        )
 
     def with_cluster(self, cluster: Cluster) -> Problem:
         """The same problem on another cluster."""

@@ -331,3 +331,42 @@ def test_dag_plan_exports_and_checks_on_a_branchy_model():
         random_weights(model, seed=1), chain, {"stages": plan.to_dict(p)}, layer_graph=graph
     )
     assert [s.first_block for s in again.stages] == [s.first_block for s in export.stages]
+
+
+@settings(max_examples=40)
+@given(st.data())
+def test_chain_latency_is_on_every_transfer_for_every_solver(data):
+    from tests.strategies import chains
+
+    chain = data.draw(chains(max_blocks=6))
+    base = data.draw(clusters(max_nodes=4, speeds=True))
+    n = base.num_nodes
+    lat = data.draw(st.lists(st.sampled_from([0.0, 0.2, 1.0]), min_size=n * n, max_size=n * n))
+    cl = Cluster(
+        base.names,
+        base.memory_bytes,
+        base.bandwidth_mbps,
+        base.flops_per_s,
+        np.reshape(lat, (n, n)),
+    )
+    p = Problem(chain, cl, objective=data.draw(st.sampled_from(["communication", "max"])))
+    as_dag = DagProblem(Dag.from_chain(chain), cl, objective=p.objective)
+    brute = solve(p, "brute")
+    for r in (solve(p, "exact"), solve(p, "milp"), solve(as_dag, "exact")):
+        assert r.status == brute.status, r.info
+        assert _same(r.bottleneck_s, brute.bottleneck_s)
+
+
+def test_inspect_dag_counts_ideals(capsys, tmp_path):
+    import onnx
+
+    from partopt.cli import main
+    from tests.onnx_models import two_inputs
+
+    path = tmp_path / "m.onnx"
+    onnx.save(two_inputs(), path)
+    assert main(["inspect", str(path), "--cuts", "dag"]) == 0
+    # mm -> relu_a and sig_b are independent: 3 x 2 ideals below the join, plus 2 above
+    assert "8 ideals" in capsys.readouterr().out
+    assert main(["inspect", str(path), "--cuts", "dag", "--max-states", "3"]) == 0
+    assert "more than 3 ideals" in capsys.readouterr().out

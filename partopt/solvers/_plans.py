@@ -78,7 +78,11 @@ def bottleneck_s(problem: Problem, cuts: Sequence[int], nodes: Sequence[int]) ->
         bw = problem.cluster.bandwidth_mbps[nodes[:-1], nodes[1:]]
         if np.any(bw <= 0):
             return math.inf
-        worst = float(np.max(t * 8.0 / (bw * 1e6)))
+        send = t * 8.0 / (bw * 1e6)  # the expression of partopt.costs.transfer_time_s
+        lat = problem.cluster.latency_s
+        if lat is not None:
+            send = send + lat[nodes[:-1], nodes[1:]]
+        worst = float(np.max(send))
     if problem.uses_compute:
         for (first, last), v in zip(stage_bounds(cuts, problem.num_blocks), nodes, strict=True):
             worst = max(worst, problem.compute_time_s(first, last, int(v)))

@@ -116,14 +116,10 @@ def transfer_times(problem: Problem) -> np.ndarray:
     Computed with the same floating-point operations as
     :meth:`Problem.transfer_time_s`, so that thresholds compare exactly.
     """
-    bw = problem.cluster.bandwidth_mbps
-    t = problem.transfer_bytes.astype(float)
-    n = problem.num_nodes
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tau = (t[:, None, None] * 8.0) / (bw[None, :, :] * 1e6)
-    link = (bw > 0) & ~np.eye(n, dtype=bool)
-    tau = np.where(link[None, :, :], tau, np.inf)
-    return tau
+    from partopt.costs import transfer_times_s
+
+    cl = problem.cluster
+    return transfer_times_s(problem.transfer_bytes.astype(float), cl.bandwidth_mbps, cl.latency_s)
 
 
 def stage_compute_times(problem: Problem) -> np.ndarray:
