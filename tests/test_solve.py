@@ -205,7 +205,9 @@ def test_bad_arguments_are_refused_before_solving(method, kwargs, error, fragmen
 
 
 def test_problem_must_be_a_problem():
-    with pytest.raises(TypeError, match="problem must be a partopt Problem or DagProblem, got None"):
+    with pytest.raises(
+        TypeError, match="problem must be a partopt Problem or DagProblem, got None"
+    ):
         solve(None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="method must be a method name"):
         solve(_tiny_problem(), 3)  # type: ignore[arg-type]

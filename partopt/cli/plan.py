@@ -345,7 +345,68 @@ def print_result(problem: Problem, result: Result) -> None:
     )
 
 
+def _solve_workload(args) -> int:
+    """``solve --workload FILE.json``: a workload of Tarnawski et al. under the star model."""
+    from partopt.workload import load_workload, node_ids
+
+    if args.model:
+        raise CliError("give either MODEL.onnx or --workload FILE.json, not both")
+    if args.cluster or args.paper_cluster is not None or args.capacity_mb is not None:
+        raise CliError(
+            "--workload brings its own devices (maxFPGAs, maxSizePerFPGA): "
+            "drop --cluster, --paper-cluster and --capacity-mb"
+        )
+    if args.objective not in ("communication", "star"):
+        raise CliError(f"--workload uses the star cost model; drop --objective {args.objective}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise CliError(f"--time-limit must be positive seconds, got {args.time_limit}")
+    problem = load_workload(args.workload)
+    result = solve(problem, args.method, time_limit_s=args.time_limit, seed=args.seed)
+    doc = result.to_dict(problem)
+    ids = node_ids(problem)
+    if result.evaluation is not None:
+        for stage, report in zip(doc["stages"], result.evaluation.stages, strict=True):
+            stage["ops"] = [ids[o] for o in report.ops]
+    doc.update({"workload": args.workload, "cuts": "dag", "objective": "star"})
+    if args.output:
+        with open(args.output, "w") as fh:
+            json.dump(doc, fh, indent=1, default=_json_default)
+    if args.json:
+        print(json.dumps(doc, indent=1, default=_json_default))
+        return 0 if result.status in ("optimal", "feasible") else 2
+    print(f"method {result.method}: {result.status} in {fmt_s(result.runtime_s)}")
+    if result.evaluation is None:
+        why = result.info.get("reason") or result.info.get("error") or "the solver found none"
+        print(f"no plan: {why}")
+        return 2
+    rows = []
+    for k, (stage, report) in enumerate(zip(doc["stages"], result.evaluation.stages, strict=True)):
+        shown = stage["ops"] if len(stage["ops"]) <= 8 else [*stage["ops"][:8], "..."]
+        rows.append(
+            [
+                str(k),
+                str(len(report.ops)),
+                " ".join(str(v) for v in shown),
+                f"{report.memory_bytes:.6g}",
+                f"{report.compute_s:.6g}",
+                f"{report.load_s:.6g}",
+            ]
+        )
+    print(table(["device", "nodes", "node ids", "size", "compute", "load"], rows))
+    bound = result.lower_bound_s
+    print(
+        f"max load {result.bottleneck_s:.6g} (the file's time unit); lower bound "
+        f"{'-' if bound is None else f'{bound:.6g}'}; gap "
+        f"{'-' if result.gap is None else f'{100 * result.gap:.2f}%'}"
+    )
+    return 0 if result.status in ("optimal", "feasible") else 2
+
+
 def cmd_solve(args) -> int:
+    if args.workload:
+        return _solve_workload(args)
+    if not args.model:
+        raise CliError("give MODEL.onnx, or --workload FILE.json")
     cluster = _cluster_from_args(args)
     problem = _problem_from_args(args, cluster)
     if args.time_limit is not None and not args.time_limit > 0:
@@ -417,7 +478,13 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("solve", help="plan a model on a cluster")
-    _add_model_args(p)
+    _add_model_args(p, model_required=False)
+    p.add_argument(
+        "--workload",
+        metavar="FILE.json",
+        help="solve a workload of Tarnawski et al. (msr-fiddle/dnn-partitioning input format; "
+        "maxCPUs 0) under the star model instead of MODEL.onnx on a cluster",
+    )
     p.add_argument("--cluster", metavar="FILE", help="cluster file (JSON or YAML)")
     p.add_argument(
         "--paper-cluster",
