@@ -32,7 +32,6 @@ request is sent.
 from __future__ import annotations
 
 import collections
-import json
 import math
 import os
 import queue
@@ -51,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from partopt.emulator.auth import Unauthenticated, accept_peer, authenticate_to, new_secret
+from partopt.emulator.config import WorkerConfig
 from partopt.emulator.replanning import replan
 from partopt.emulator.report import EmulationReport, steady_throughput
 from partopt.emulator.wire import (
@@ -323,6 +324,7 @@ class Emulator:
         self.listeners: list[socket.socket] = []
         self.all_workers: list[_Worker] = []
         self.closing = False
+        self.secret = new_secret()  # known to this process and its workers only
         # request bookkeeping
         self.done: dict[int, float] = {}
         self.done_epoch: dict[int, int] = {}
@@ -409,22 +411,33 @@ class Emulator:
             threading.Thread(target=self._read_control, args=(conn,), daemon=True).start()
 
     def _read_control(self, conn: socket.socket) -> None:
+        try:
+            accept_peer(conn, self.secret)
+        except (Unauthenticated, OSError):
+            conn.close()  # a stranger: no event, no effect on the run
+            return
         chan = ControlChannel(conn)
         try:
+            conn.settimeout(self.opts.startup_timeout_s)
             hello = chan.recv()
+            conn.settimeout(None)
             if not hello or hello.get("type") != "hello":
                 chan.close()
                 return
-            epoch, stage = int(hello["epoch"]), int(hello["stage"])
-            self.events.put(("hello", epoch, stage, chan))
+            epoch, stage, pid = int(hello["epoch"]), int(hello["stage"]), int(hello["pid"])
+        except (OSError, Garbage, ValueError, KeyError, TypeError):
+            chan.close()
+            return
+        self.events.put(("hello", epoch, stage, chan, pid))
+        try:
             while True:
                 msg = chan.recv()
                 if msg is None:
                     break
-                self.events.put(("ctl", epoch, stage, msg, time.monotonic()))
-        except (OSError, Garbage, ValueError, KeyError):
-            epoch = stage = -1
-        self.events.put(("ctl_closed", epoch, stage))
+                self.events.put(("ctl", epoch, stage, msg, time.monotonic(), chan))
+        except (OSError, Garbage):
+            pass
+        self.events.put(("ctl_closed", epoch, stage, chan))
 
     def _accept_results(self, lst: socket.socket) -> None:
         while True:
@@ -436,6 +449,11 @@ class Emulator:
 
     def _read_results(self, conn: socket.socket) -> None:
         epoch = stage = -1
+        try:
+            accept_peer(conn, self.secret)
+        except (Unauthenticated, OSError):
+            conn.close()  # a stranger: no event, no effect on the run
+            return
         try:
             kind, epoch, stage, _ = recv_frame(conn)
             if kind != KIND_HELLO or epoch not in self.epoch_out_specs:
@@ -460,6 +478,7 @@ class Emulator:
             s.settimeout(None)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             dep.conns.append(s)
+            authenticate_to(s, self.secret)
             send_frame(s, KIND_HELLO, dep.epoch, _DISPATCHER_ID, [])
             while True:
                 item = dep.feed_q.get()
@@ -508,34 +527,40 @@ class Emulator:
             down = (
                 listeners[j + 1].getsockname() if j + 1 < k else self.result_listener.getsockname()
             )
-            cfg = {
-                "stage": j,
-                "epoch": epoch,
-                "model_path": str(path),
-                "inputs": [t.to_dict() for t in s.inputs],
-                "outputs": [t.to_dict() for t in s.outputs],
-                "listen_fd": listeners[j].fileno(),
-                "downstream": list(down),
-                "control": list(self.control_listener.getsockname()),
-                "rate_bytes_per_s": rate,
-                "burst_bytes": None if rate is None else max(2 * chunk, rate * self.opts.burst_s),
-                "chunk_bytes": chunk,
-                "compute_floor_s": floor,
-                "heartbeat_s": self.opts.heartbeat_s,
-                "parent_pid": os.getpid(),
-                "threads": 1,
-            }
+            cfg = WorkerConfig(
+                stage=j,
+                epoch=epoch,
+                model_path=str(path),
+                inputs=[t.to_dict() for t in s.inputs],
+                outputs=[t.to_dict() for t in s.outputs],
+                listen_fd=listeners[j].fileno(),
+                downstream=down,
+                control=self.control_listener.getsockname(),
+                parent_pid=os.getpid(),
+                rate_bytes_per_s=rate,
+                burst_bytes=None if rate is None else max(2 * chunk, rate * self.opts.burst_s),
+                chunk_bytes=chunk,
+                compute_floor_s=floor,
+                heartbeat_s=self.opts.heartbeat_s,
+                threads=1,
+            )
             cfg_path = self.tmp / f"e{epoch}_stage{j}.json"
-            cfg_path.write_text(json.dumps(cfg))
+            cfg.save(cfg_path)
             log_path = self.tmp / f"e{epoch}_stage{j}.log"
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-c", bootstrap, str(cfg_path)],
                     pass_fds=(listeners[j].fileno(),),
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
+            try:  # the secret travels through a pipe only this process writes to
+                assert proc.stdin is not None
+                proc.stdin.write(self.secret.hex().encode() + b"\n")
+                proc.stdin.close()
+            except OSError:
+                pass  # the worker died at once: reported by _wait_ready
             w = _Worker(j, node, proc, log_path)
             dep.workers.append(w)
             self.all_workers.append(w)
@@ -613,14 +638,14 @@ class Emulator:
                 self.dep.garbage = (ev[2], ev[3])
         elif kind == "hello":
             w = self._worker(epoch, ev[2])
-            if w is not None:
+            if w is not None and w.control is None and w.proc.pid == ev[4]:
                 w.control = ev[3]
             else:
                 ev[3].close()
         elif kind == "ctl":
-            _, _, stage, msg, t = ev
+            _, _, stage, msg, t, chan = ev
             w = self._worker(epoch, stage)
-            if w is None:
+            if w is None or w.control is not chan:
                 return
             typ = msg.get("type")
             if typ == "ready":
@@ -635,7 +660,7 @@ class Emulator:
                 w.error = str(msg.get("detail", "error"))
         elif kind == "ctl_closed":
             w = self._worker(epoch, ev[2])
-            if w is not None:
+            if w is not None and w.control is ev[3]:
                 w.closed = True
 
     def _result(self, epoch: int, rid: int, arrays, t: float) -> None:
