@@ -1,6 +1,6 @@
 """A pipeline emulator: one worker process per stage on loopback TCP, links shaped by bandwidth.
 
-It runs a plan the way the original system ran on devices (SPEC section 4):
+It runs a plan the way the original work's system ran on devices:
 each stage is an ONNX model (:mod:`partopt.export`) run with onnxruntime in
 its own process; stages stream tensors to each other over TCP with length
 framing, every link paced by a token bucket to its bandwidth from the
@@ -36,8 +36,8 @@ _WHERE = {
     "Fault": "dispatcher",
     "emulate": "dispatcher",
     "parse_fault": "dispatcher",
-    "Replan": "replanning",
-    "replan": "replanning",
+    "Replan": "partopt.replan",
+    "replan": "partopt.replan",
     "EmulationReport": "report",
     "format_report": "report",
 }
@@ -47,5 +47,7 @@ def __getattr__(name: str):
     if name in _WHERE:
         import importlib
 
-        return getattr(importlib.import_module(f"partopt.emulator.{_WHERE[name]}"), name)
+        where = _WHERE[name]
+        module = where if "." in where else f"partopt.emulator.{where}"
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'partopt.emulator' has no attribute {name!r}")

@@ -18,7 +18,7 @@ One :class:`Emulator` run:
    (frozen), computes for too long (hung), sends for too long (stalled
    link) or sends frames that fail their checks (garbage) is a fault. The
    dispatcher then tears the pipeline down, re-plans on the nodes and links
-   that remain (:func:`partopt.emulator.replanning.replan`, warm-started from
+   that remain (:func:`partopt.replan.replan`, warm-started from
    the current plan), deploys the new plan and re-sends every request that
    had no result yet. Results are keyed by request id, so a request that
    somehow completes twice is delivered once (the copy is counted in
@@ -52,7 +52,6 @@ import onnx
 
 from partopt.emulator.auth import Unauthenticated, accept_peer, authenticate_to, new_secret
 from partopt.emulator.config import WorkerConfig
-from partopt.emulator.replanning import replan
 from partopt.emulator.report import EmulationReport, steady_throughput
 from partopt.emulator.wire import (
     KIND_DATA,
@@ -77,6 +76,7 @@ from partopt.export import (
 )
 from partopt.plan import InvalidPlan, Plan, evaluate
 from partopt.problem import Problem
+from partopt.replan import check_replan_method, replan
 
 __all__ = [
     "FAULT_KINDS",
@@ -184,7 +184,7 @@ class EmulatorOptions:
         first deployment (control, results, one per stage); 0 lets the
         system pick. Re-deployments always let the system pick.
     replan_method
-        Solver for re-planning (``auto``: see :data:`partopt.emulator.replanning.AUTO_METHODS`).
+        Solver for re-planning (``auto``: see :data:`partopt.replan.AUTO_METHODS`).
     detect_timeout_s
         Wall seconds without a heartbeat, or inside one computation or one
         send, that make a worker faulty; default from the plan's link times.
@@ -225,6 +225,12 @@ class EmulatorOptions:
             raise EmulatorError(f"--port must be in 0..65535, got {self.port}")
         if self.random_faults < 0:
             raise EmulatorError(f"--random-faults must be >= 0, got {self.random_faults}")
+        check_replan_method(self.replan_method)
+        limit = self.replan_time_limit_s
+        if limit is not None and not (limit > 0 and math.isfinite(limit)):
+            raise EmulatorError(
+                f"--replan-time-limit must be a positive number of seconds, got {limit}"
+            )
         for k in self.fault_kinds:
             if k not in FAULT_KINDS:
                 raise EmulatorError(
@@ -262,6 +268,7 @@ class _Deployment:
     stall_timeout_s: float = 2.0
     garbage: tuple[int, str] | None = None
     conns: list = field(default_factory=list)
+    stage_addrs: list = field(default_factory=list)  # (host, port) each stage listens on
 
 
 def _last_line(path: Path) -> str:
@@ -565,6 +572,7 @@ class Emulator:
             dep.workers.append(w)
             self.all_workers.append(w)
         feed_addr = listeners[0].getsockname()
+        dep.stage_addrs = [lst.getsockname() for lst in listeners]
         for lst in listeners:  # the workers hold their own copies now
             lst.close()
             self.listeners.remove(lst)

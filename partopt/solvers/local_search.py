@@ -218,12 +218,20 @@ def improve(
     "local-search",
     description="greedy plan, then moves of cuts and nodes while the bottleneck drops",
 )
-def solve_local_search(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> SolverOutput:
-    """Local search (:func:`improve`) from the ``greedy`` plan; deterministic."""
+def solve_local_search(
+    problem: Problem, *, time_limit_s=None, seed: int = 0, warm_start=None, **_
+) -> SolverOutput:
+    """Local search (:func:`improve`) from ``warm_start`` (a valid plan) or the ``greedy`` plan."""
     from partopt.solvers.greedy import solve_greedy
 
     deadline = math.inf if time_limit_s is None else time.perf_counter() + time_limit_s
-    start = solve_greedy(problem)
+    start = (
+        SolverOutput(
+            "feasible", warm_start, bottleneck_s(problem, warm_start.cuts, warm_start.nodes)
+        )
+        if warm_start is not None
+        else solve_greedy(problem)
+    )
     if start.plan is None:
         return SolverOutput("no_solution", info={"reason": "the greedy start found no plan"})
     cuts, nodes, rounds = improve(problem, start.plan.cuts, start.plan.nodes, deadline=deadline)
