@@ -24,6 +24,12 @@ One :class:`Emulator` run:
    somehow completes twice is delivered once (the copy is counted in
    ``duplicates_dropped``).
 
+This module is the request loop and the recovery; it builds on
+:mod:`~partopt.emulator.deployment` (steps 1-2), :mod:`~partopt.emulator.faults`
+(step 4) and :mod:`~partopt.emulator.report`. Every connection, in either
+direction, is authenticated with a per-run secret (:mod:`~partopt.emulator.auth`):
+a local stranger who connects to a port is dropped with no effect on the run.
+
 Times in the report are emulated seconds (wall seconds / time scale).
 Faults given as ``NAME@SECONDS`` fire at that emulated time after the first
 request is sent.
@@ -165,6 +171,12 @@ class Emulator:
         self.retransmissions = 0
         self.duplicates = 0
         self.cache: dict[int, list] = {}
+
+    @property
+    def live(self) -> Deployment:
+        """The current deployment (there is one from the first deployment on)."""
+        assert self.dep is not None, "no deployment yet"
+        return self.dep
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -340,8 +352,10 @@ class Emulator:
         self.deployments.append(dep)
         self.dep = dep
         speeds = self.problem.cluster.flops_per_s
+        tmp = self.tmp
+        assert tmp is not None, "deployments come after _prepare"
         for j, s in enumerate(export.stages):
-            path = self.tmp / f"e{epoch}_stage{j}.onnx"
+            path = tmp / f"e{epoch}_stage{j}.onnx"
             onnx.save(s.model, str(path))
             node = plan.stages[j].node
             floor = 0.0
@@ -370,8 +384,8 @@ class Emulator:
                 heartbeat_s=self.opts.heartbeat_s,
                 threads=1,
             )
-            log_path = self.tmp / f"e{epoch}_stage{j}.log"
-            proc = spawn_worker(cfg, self.tmp / f"e{epoch}_stage{j}.json", log_path, self.secret)
+            log_path = tmp / f"e{epoch}_stage{j}.log"
+            proc = spawn_worker(cfg, tmp / f"e{epoch}_stage{j}.json", log_path, self.secret)
             w = Worker(j, node, proc, log_path)
             dep.workers.append(w)
             self.all_workers.append(w)
@@ -436,7 +450,7 @@ class Emulator:
 
     def _handle(self, ev) -> None:
         kind, epoch = ev[0], ev[1]
-        current = self.dep is not None and epoch == self.dep.epoch and self.dep.ended is None
+        current = self.dep is not None and epoch == self.live.epoch and self.live.ended is None
         if kind == "result":
             _, _, rid, arrays, t = ev
             self._result(epoch, rid, arrays, t)
@@ -446,8 +460,8 @@ class Emulator:
             if dep.ended is not None:
                 ev[2].close()
         elif kind == "garbage":
-            if current and self.dep.garbage is None:
-                self.dep.garbage = (ev[2], ev[3])
+            if current and self.live.garbage is None:
+                self.live.garbage = (ev[2], ev[3])
         elif kind == "hello":
             w = self._worker(epoch, ev[2])
             if w is not None and w.control is None and w.proc.pid == ev[4]:
@@ -466,8 +480,8 @@ class Emulator:
                 w.state, w.last_hb = msg, t
             elif typ == "garbage":
                 # stage k received garbage: the sender, stage k - 1, is the culprit
-                if current and self.dep.garbage is None and stage > 0:
-                    self.dep.garbage = (stage - 1, msg.get("detail", ""))
+                if current and self.live.garbage is None and stage > 0:
+                    self.live.garbage = (stage - 1, msg.get("detail", ""))
             elif typ == "error":
                 w.error = str(msg.get("detail", "error"))
         elif kind == "ctl_closed":
@@ -507,11 +521,11 @@ class Emulator:
 
     def _request(self, rid: int) -> list:
         if rid not in self.cache:
-            export = self.dep.export
+            export = self.live.export
             arrays = random_inputs(
                 export.inputs, self._input_seed(rid), export.meta.get("index_bounds")
             )
-            self.cache[rid] = encode_tensors([arrays[t.name] for t in self.dep.export.inputs])
+            self.cache[rid] = encode_tensors([arrays[t.name] for t in self.live.export.inputs])
         return self.cache[rid]
 
     def _input_seed(self, rid: int) -> int:
@@ -528,7 +542,7 @@ class Emulator:
             else:
                 rid = self.next_new
                 self.next_new += 1
-            self.dep.feed_q.put((rid, self._request(rid)))
+            self.live.feed_q.put((rid, self._request(rid)))
             self.inflight.add(rid)
             self.first_sent.setdefault(rid, now)
 
@@ -536,12 +550,12 @@ class Emulator:
 
     def _inject(self, fault: Fault, now: float) -> None:
         rec = inject_fault(
-            fault, self.dep, self.problem.cluster, self.rng, self.alive, self._emu(now)
+            fault, self.live, self.problem.cluster, self.rng, self.alive, self._emu(now)
         )
         self.injected.append(rec)
 
     def _recover(self, kind: str, stage: int, detail: str, now: float) -> bool:
-        dep = self.dep
+        dep = self.live
         names = self.problem.cluster.names
         node = dep.plan.stages[stage].node
         lost: str
@@ -719,14 +733,14 @@ class Emulator:
                 now = time.monotonic()
                 if len(self.done) != n_done:
                     n_done, last_progress = len(self.done), now
-                found = detect_fault(self.dep, now)
+                found = detect_fault(self.live, now)
                 if found is not None:
                     if not self._recover(*found, now):
                         break
-                    window = self.opts.window or 2 * len(self.dep.plan.stages) + 2
+                    window = self.opts.window or 2 * len(self.live.plan.stages) + 2
                     last_progress = time.monotonic()
                     continue
-                limit = max(30.0, 5 * self.dep.stall_timeout_s + 5 * self.dep.hb_timeout_s)
+                limit = max(30.0, 5 * self.live.stall_timeout_s + 5 * self.live.hb_timeout_s)
                 if now - last_progress > limit:
                     self.error = (
                         f"no result for {now - last_progress:.0f} wall s and no faulty worker "
@@ -734,9 +748,9 @@ class Emulator:
                     )
                     break
             t_end = time.monotonic()
-            if self.dep.ended is None:
-                self._collect_stats(self.dep)
-                teardown(self.dep, t_end)
+            if self.live.ended is None:
+                self._collect_stats(self.live)
+                teardown(self.live, t_end)
             return build_report(self, t_wall)
         finally:
             self.shutdown()

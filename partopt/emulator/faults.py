@@ -22,7 +22,7 @@ from partopt.emulator.options import FAULT_KINDS, EmulatorError
 
 if TYPE_CHECKING:
     from partopt.cluster import Cluster
-    from partopt.emulator.deployment import Deployment
+    from partopt.emulator.deployment import Deployment, Worker
     from partopt.emulator.options import EmulatorOptions
 
 __all__ = ["Fault", "parse_fault", "schedule_faults", "inject_fault", "detect_fault"]
@@ -105,6 +105,7 @@ def inject_fault(
     A node that hosts no stage is noted; killing it removes it from ``alive``.
     """
     names = cluster.names
+    w: Worker | None
     if fault.node is None:
         w = rng.choice(dep.workers)
         node = w.node
