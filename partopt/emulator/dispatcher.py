@@ -65,6 +65,7 @@ from partopt.emulator.deployment import (
 )
 from partopt.emulator.faults import (
     Fault,
+    FaultRecord,
     detect_fault,
     inject_fault,
     parse_fault,
@@ -150,8 +151,7 @@ class Emulator:
         self.deployments: list[Deployment] = []
         self.dep: Deployment | None = None
         self.epoch_out_specs: dict[int, list[dict]] = {}
-        self.fault_records: list[dict] = []
-        self.injected: list[dict] = []
+        self.fault_records: list[FaultRecord] = []  # injected and unplanned, in order
         self.warnings: list[str] = []
         self.error: str | None = None
         self.tmp: Path | None = None
@@ -506,13 +506,8 @@ class Emulator:
         if self.opts.verify:
             self.outputs[rid] = [np.array(a) for a in arrays]
         for rec in self.fault_records:
-            if rec.get("_resume_epoch") == epoch and rec.get("resumed_at_s") is None:
-                rec["resumed_at_s"] = self._emu(t)
-                rec["outage_s"] = rec["resumed_at_s"] - (
-                    rec["injected_at_s"]
-                    if rec["injected_at_s"] is not None
-                    else rec["detected_at_s"]
-                )
+            if rec.resume_epoch == epoch and rec.resumed_at_s is None:
+                rec.resumed_at_s = self._emu(t)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -552,7 +547,7 @@ class Emulator:
         rec = inject_fault(
             fault, self.live, self.problem.cluster, self.rng, self.alive, self._emu(now)
         )
-        self.injected.append(rec)
+        self.fault_records.append(rec)
 
     def _recover(self, kind: str, stage: int, detail: str, now: float) -> bool:
         dep = self.live
@@ -566,31 +561,34 @@ class Emulator:
         else:
             self.alive.discard(node)
             lost = f"node {names[node]}"
-        injected = next(
+        rec = next(
             (
                 r
-                for r in self.injected
-                if not r["matched"] and r["epoch"] == dep.epoch and r["node"] == names[node]
+                for r in self.fault_records
+                if not r.matched and r.epoch == dep.epoch and r.node == names[node]
             ),
             None,
         )
-        if injected is not None:
-            injected["matched"] = True
+        if rec is None:
+            rec = FaultRecord("unplanned", names[node], dep.epoch, stage, None)
+            self.fault_records.append(rec)
+        rec.matched = True
         # Faults injected into this pipeline but not caught yet (two nodes failing at
         # once) go down with it; their nodes and links are lost too, not redeployed on.
         also = []
-        for r in self.injected:
-            if r["matched"] or r["epoch"] != dep.epoch or r["stage"] is None:
+        for r in self.fault_records:
+            if r.matched or r.epoch != dep.epoch or r.stage is None:
                 continue
-            r["matched"] = True
-            v = self.problem.cluster.index(r["node"])
-            if r["kind"] == "stall" and r["stage"] + 1 < len(dep.plan.stages):
-                nxt = dep.plan.stages[r["stage"] + 1].node
+            r.matched = True
+            v = self.problem.cluster.index(r.node)
+            if r.kind == "stall" and r.stage + 1 < len(dep.plan.stages):
+                nxt = dep.plan.stages[r.stage + 1].node
                 self.dead_links.add((v, nxt))
-                r["lost"] = f"link {names[v]} -> {names[nxt]}"
+                r.lost = f"link {names[v]} -> {names[nxt]}"
             else:
                 self.alive.discard(v)
-                r["lost"] = f"node {names[v]}"
+                r.lost = f"node {names[v]}"
+            r.detected_as = f"lost with the pipeline torn down for {lost}"
             also.append(r)
         teardown(dep, now)
         resend = sorted(r for r in self.inflight if r not in self.done)
@@ -605,50 +603,14 @@ class Emulator:
             time_limit_s=self.opts.replan_time_limit_s,
             seed=self.opts.seed,
         )
-        rec = {
-            "kind": injected["kind"] if injected else "unplanned",
-            "node": injected["node"] if injected else names[node],
-            "detected_as": kind,
-            "stage": stage,
-            "lost": lost,
-            "detail": detail,
-            "injected_at_s": injected["at_s"] if injected else None,
-            "detected_at_s": self._emu(now),
-            "detection_s": (self._emu(now) - injected["at_s"]) if injected else None,
-            "resumed_at_s": None,
-            "outage_s": None,
-            "requests_resent": len(resend),
-            "predicted_throughput_before": throughput(dep.predicted_bottleneck_s),
-            "predicted_throughput_after": None if rp.plan is None else throughput(rp.bottleneck_s),
-            "replan": rp.to_dict(names),
-        }
-        self.fault_records.append(rec)
-        for r in also:
-            self.fault_records.append(
-                {
-                    **{
-                        k: rec[k]
-                        for k in (
-                            "detected_at_s",
-                            "resumed_at_s",
-                            "outage_s",
-                            "requests_resent",
-                            "predicted_throughput_before",
-                            "predicted_throughput_after",
-                            "replan",
-                        )
-                    },
-                    "kind": r["kind"],
-                    "node": r["node"],
-                    "detected_as": f"lost with the pipeline torn down for {lost}",
-                    "stage": r["stage"],
-                    "lost": r["lost"],
-                    "detail": "",
-                    "injected_at_s": r["at_s"],
-                    "detection_s": rec["detected_at_s"] - r["at_s"],
-                }
-            )
-        rec["also_lost"] = [r["lost"] for r in also]
+        rec.detected_as, rec.stage, rec.lost, rec.detail = kind, stage, lost, detail
+        rec.also_lost = [r.lost for r in also if r.lost is not None]
+        for r in (rec, *also):
+            r.detected_at_s = self._emu(now)
+            r.requests_resent = len(resend)
+            r.predicted_throughput_before = throughput(dep.predicted_bottleneck_s)
+            r.predicted_throughput_after = None if rp.plan is None else throughput(rp.bottleneck_s)
+            r.replan = rp.to_dict(names)
         if rp.plan is None:
             self.error = (
                 f"after losing {lost}: {rp.reason}; "
@@ -660,9 +622,8 @@ class Emulator:
         except (EmulatorError, InvalidPlan) as exc:
             self.error = f"re-deployment after losing {lost} failed: {exc}"
             return False
-        for r in self.fault_records:
-            if r.get("detected_at_s") == rec["detected_at_s"]:
-                r["_resume_epoch"] = new.epoch
+        for r in (rec, *also):
+            r.resume_epoch = new.epoch
         return True
 
     # -- the end --------------------------------------------------------------------

@@ -4,9 +4,9 @@ A fault is scheduled (:func:`schedule_faults`: given ones and random ones),
 injected into a running deployment (:func:`inject_fault`: a signal to the
 worker, or a command it obeys) and detected from what the dispatcher sees
 (:func:`detect_fault`: an exit, silence, a computation or send that takes
-too long, frames that fail their checks). Injected faults are recorded as
-dicts with the keys ``kind``, ``node``, ``at_s``, ``epoch``, ``stage``,
-``matched`` (and ``note`` when the node hosted no stage).
+too long, frames that fail their checks). One :class:`FaultRecord` follows
+each fault from its injection (or, for a fault nobody injected, its
+detection) to the moment the service is back.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import os
 import random
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from partopt.emulator.options import FAULT_KINDS, EmulatorError
@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from partopt.emulator.deployment import Deployment, Worker
     from partopt.emulator.options import EmulatorOptions
 
-__all__ = ["Fault", "parse_fault", "schedule_faults", "inject_fault", "detect_fault"]
+__all__ = [
+    "Fault",
+    "FaultRecord",
+    "detect_fault",
+    "inject_fault",
+    "parse_fault",
+    "schedule_faults",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,85 @@ def parse_fault(spec: str, kind: str | None = "kill") -> Fault:
     return Fault(kind, name, t)
 
 
+@dataclass
+class FaultRecord:
+    """One fault, from injection (or detection) to recovery; times in emulated seconds.
+
+    ``kind`` is the injected kind, or ``unplanned`` for a fault the dispatcher
+    found without injecting it; ``epoch`` and ``stage`` say which deployment
+    and stage it hit; ``lost`` the node or link given up for it; ``replan``
+    the re-plan's summary (:meth:`partopt.replan.Replan.to_dict`).
+    """
+
+    kind: str
+    node: str
+    epoch: int
+    stage: int | None
+    injected_at_s: float | None
+    matched: bool = False  # attributed to a detection (or nothing to detect)
+    note: str = ""
+    lost: str | None = None
+    detected_as: str | None = None
+    detected_at_s: float | None = None
+    detail: str = ""
+    resumed_at_s: float | None = None
+    requests_resent: int | None = None
+    predicted_throughput_before: float | None = None
+    predicted_throughput_after: float | None = None
+    replan: dict | None = None
+    also_lost: list[str] | None = None
+    resume_epoch: int | None = field(default=None, repr=False)
+
+    @property
+    def detection_s(self) -> float | None:
+        if self.detected_at_s is None or self.injected_at_s is None:
+            return None
+        return self.detected_at_s - self.injected_at_s
+
+    @property
+    def outage_s(self) -> float | None:
+        """From the injection (else the detection) to the first result of the new deployment."""
+        if self.resumed_at_s is None:
+            return None
+        start = self.injected_at_s if self.injected_at_s is not None else self.detected_at_s
+        return None if start is None else self.resumed_at_s - start
+
+    def to_dict(self) -> dict:
+        """The report's entry for this fault."""
+        if self.detected_at_s is None:
+            return {
+                "kind": self.kind,
+                "node": self.node,
+                "injected_at_s": self.injected_at_s,
+                "detected_as": "no stage" if self.note else None,
+                "note": self.note or "not detected before the run ended",
+                "detected_at_s": None,
+                "detection_s": None,
+                "outage_s": None,
+                "replan": {"source": "-", "runtime_s": None},
+            }
+        d: dict = {
+            "kind": self.kind,
+            "node": self.node,
+            "detected_as": self.detected_as,
+            "stage": self.stage,
+            "lost": self.lost,
+            "detail": self.detail,
+            "injected_at_s": self.injected_at_s,
+            "detected_at_s": self.detected_at_s,
+            "detection_s": self.detection_s,
+            "resumed_at_s": self.resumed_at_s,
+            "outage_s": self.outage_s,
+            "requests_resent": self.requests_resent,
+            "predicted_throughput_before": self.predicted_throughput_before,
+            "predicted_throughput_after": self.predicted_throughput_after,
+            "replan": self.replan,
+        }
+        if self.also_lost is not None:
+            d["also_lost"] = self.also_lost
+        return d
+
+
 def schedule_faults(opts: EmulatorOptions, rng: random.Random, predicted_s: float) -> list[Fault]:
     """The scheduled faults plus ``opts.random_faults`` random ones, by time."""
     faults = list(opts.faults)
@@ -99,8 +185,8 @@ def inject_fault(
     rng: random.Random,
     alive: set[int],
     at_s: float,
-) -> dict:
-    """Inject ``fault`` into the deployment ``dep``; returns its record (see the module docstring).
+) -> FaultRecord:
+    """Inject ``fault`` into the deployment ``dep``; returns its record.
 
     A node that hosts no stage is noted; killing it removes it from ``alive``.
     """
@@ -112,21 +198,14 @@ def inject_fault(
     else:
         node = cluster.index(fault.node)
         w = next((x for x in dep.workers if x.node == node), None)
-    rec = {
-        "kind": fault.kind,
-        "node": names[node],
-        "at_s": at_s,
-        "epoch": dep.epoch,
-        "stage": None if w is None else w.stage,
-        "matched": False,
-    }
+    rec = FaultRecord(fault.kind, names[node], dep.epoch, None if w is None else w.stage, at_s)
     if w is None:
         if fault.kind == "kill" and node in alive:
             alive.discard(node)  # an idle node dies: later re-plans do without it
-            rec["note"] = "node hosted no stage; removed from the cluster"
+            rec.note = "node hosted no stage; removed from the cluster"
         else:
-            rec["note"] = "node hosts no stage; nothing to inject"
-        rec["matched"] = True
+            rec.note = "node hosts no stage; nothing to inject"
+        rec.matched = True
         return rec
     try:
         if fault.kind == "kill":

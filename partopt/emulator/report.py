@@ -283,22 +283,7 @@ def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
     overall = None
     if len(done_times) >= 2 and max(done_times) > 0:
         overall = len(done_times) / max(done_times)
-    faults = [{k: v for k, v in r.items() if not k.startswith("_")} for r in emu.fault_records]
-    for r in emu.injected:
-        if not r["matched"] or r.get("note"):
-            faults.append(
-                {
-                    "kind": r["kind"],
-                    "node": r["node"],
-                    "injected_at_s": r["at_s"],
-                    "detected_as": None if not r.get("note") else "no stage",
-                    "note": r.get("note", "not detected before the run ended"),
-                    "detected_at_s": None,
-                    "detection_s": None,
-                    "outage_s": None,
-                    "replan": {"source": "-", "runtime_s": None},
-                }
-            )
+    faults = [r.to_dict() for r in emu.fault_records]
     faults.sort(key=lambda f: (f["injected_at_s"] is None, f["injected_at_s"] or 0.0))
     return EmulationReport(
         predicted_throughput=throughput(first.predicted_bottleneck_s),
