@@ -3,9 +3,9 @@
 # make results  rerun the experiments (resumable: finished runs are skipped; hours on 2 cores)
 # make smoke    a tiny sweep and report, to check the machinery
 PYTHON ?= python
-PARTOPT = $(PYTHON) -m partopt.cli
+PARTOPT = $(PYTHON) -m partopt
 RESULTS = experiments/results
-STUDIES = paper corrected scaling
+STUDIES = paper corrected scaling reproduction
 
 .PHONY: paper results smoke $(addprefix results-,$(STUDIES))
 

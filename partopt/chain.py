@@ -26,6 +26,7 @@ memory and transfer models need, so that one chain serves every model:
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
@@ -33,9 +34,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from partopt.errors import PartoptError
 from partopt.onnx_graph import LayerGraph, ModelError, load_graph
 
 __all__ = [
+    "ChainError",
     "CUT_FAMILIES",
     "MEMORY_MODELS",
     "TRANSFER_MODELS",
@@ -55,11 +58,15 @@ TRANSFER_MODELS = ("bytes", "paper")
 def _array(values, length: int, what: str) -> np.ndarray:
     arr = np.asarray(values, dtype=float).reshape(-1)
     if arr.shape != (length,):
-        raise ValueError(f"{what}: expected {length} values, got {arr.shape[0]}")
+        raise ChainError(f"{what}: expected {length} values, got {arr.shape[0]}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(f"{what}: values must be finite and non-negative")
+        raise ChainError(f"{what}: values must be finite and non-negative")
     arr.setflags(write=False)
     return arr
+
+
+class ChainError(PartoptError):
+    """A chain that cannot be built or used: bad arrays, an unknown cut family or model."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +122,7 @@ class Chain:
     def __post_init__(self) -> None:
         b = len(np.asarray(self.param_bytes).reshape(-1))
         if b < 1:
-            raise ValueError("a chain needs at least one block")
+            raise ChainError("a chain needs at least one block")
         for name in ("param_bytes", "activation_peak_bytes", "paper_memory_bytes", "flops"):
             object.__setattr__(self, name, _array(getattr(self, name), b, name))
         for name in ("transfer_bytes", "paper_transfer_bytes"):
@@ -123,7 +130,7 @@ class Chain:
         if not self.cut_names:
             object.__setattr__(self, "cut_names", tuple(f"cut{c}" for c in range(b - 1)))
         if len(self.cut_names) != b - 1:
-            raise ValueError("cut_names must have one label per cut")
+            raise ChainError("cut_names must have one label per cut")
 
     @classmethod
     def from_arrays(
@@ -168,7 +175,7 @@ class Chain:
             return self.param_bytes, self.activation_peak_bytes
         if model == "paper":
             return self.paper_memory_bytes, zeros
-        raise ValueError(
+        raise ChainError(
             f"unknown memory model {model!r}; choose one of {', '.join(MEMORY_MODELS)}"
         )
 
@@ -178,7 +185,7 @@ class Chain:
             return self.transfer_bytes
         if model == "paper":
             return self.paper_transfer_bytes
-        raise ValueError(
+        raise ChainError(
             f"unknown transfer model {model!r}; choose one of {', '.join(TRANSFER_MODELS)}"
         )
 
@@ -464,7 +471,7 @@ def _unknown_size(graph: LayerGraph, tensor: str, after: str) -> ModelError:
     )
     return ModelError(
         f"tensor {tensor!r} crossing the cut after node {after!r} has an unknown shape "
-        f"({dims}); set the graph input shapes, e.g. {graph.shape_hint()}"
+        f"({dims}): {graph.size_advice(tensor)}"
     )
 
 
@@ -713,7 +720,7 @@ def build_chain(graph: LayerGraph, cuts: str = "single") -> Chain:
     (('add',), [1024.0])
     """
     if cuts not in CUT_FAMILIES:
-        raise ValueError(f"unknown cut family {cuts!r}; choose one of {', '.join(CUT_FAMILIES)}")
+        raise ChainError(f"unknown cut family {cuts!r}; choose one of {', '.join(CUT_FAMILIES)}")
     n = len(graph.nodes)
     if n == 0:
         raise ModelError(f"model {graph.name!r} has no layers (only constants); nothing to plan")
@@ -728,6 +735,26 @@ def load_chain(
     path,
     cuts: str = "single",
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    sample_inputs=None,
 ) -> Chain:
-    """Load an ONNX file and build its chain (:func:`load_graph` + :func:`build_chain`)."""
-    return build_chain(load_graph(path, input_shapes), cuts)
+    """Load an ONNX file and build its chain (:func:`load_graph` + :func:`build_chain`).
+
+    ``sample_inputs`` is a mapping of arrays by input name, or the path of an
+    ``.npz`` file holding them (``--sample-inputs``); they feed the shape probe.
+
+    ``cuts="keras"`` reads instead the original work's chain, computed from
+    the Keras layer graph, from the chain file beside the ONNX file
+    (``resnet50.onnx`` -> ``resnet50.keras-chain.json``, see
+    :mod:`partopt.keras_chain`); only its ``paper`` memory and transfer
+    models are the original's figures.
+    """
+    if cuts == "keras":
+        from partopt.keras_chain import chain_file_for, load_keras_chain
+
+        return load_keras_chain(chain_file_for(path))
+    if isinstance(sample_inputs, (str, os.PathLike)):
+        from partopt.probe import load_sample_inputs
+
+        sample_inputs = load_sample_inputs(sample_inputs)
+    graph = load_graph(path, input_shapes, sample_inputs=sample_inputs)
+    return build_chain(graph, cuts)

@@ -36,6 +36,7 @@ Alon, N., Yuster, R. and Zwick, U. (1995). Color-coding. J. ACM 42(4).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -66,7 +67,8 @@ class PathSearch:
         ``True`` when the answer is certain: a path was found, or its absence
         was proven (no walk, too few vertices, or the exact DP).
     how
-        ``"colour-coding"``, ``"pruned"`` (no walk, or no component with k vertices) or ``"exact"``: what decided.
+        ``"colour-coding"``, ``"pruned"`` (no walk, or no component with k vertices), ``"exact"``
+        or ``"time limit"`` (gave up at the deadline): what decided.
     """
 
     path: list[int] | None
@@ -212,6 +214,7 @@ def find_path(
     max_trials: int | None = None,
     colours_drawn: int | None = None,
     stop_early: bool = True,
+    deadline: float = math.inf,
 ) -> PathSearch:
     """Find a simple path of ``k`` vertices in a directed graph by colour coding.
 
@@ -239,6 +242,10 @@ def find_path(
     stop_early
         Use the exact shortcuts described in the module docstring instead of
         running all trials when no path exists.
+    deadline
+        A ``time.perf_counter()`` instant; the clock is read between batches
+        of trials, and past it the search gives up (``how="time limit"``,
+        not proven).
 
     Examples
     --------
@@ -313,6 +320,8 @@ def find_path(
     cap = 64 * max(1, MAX_BATCH_WORDS // (largest_layer * max(m, 1)))
     done, batch = 0, 64
     while done < max_trials:
+        if done and time.perf_counter() > deadline:
+            return PathSearch(None, done, False, "time limit")
         size = min(batch, cap, max_trials - done)
         drawn = rng.integers(0, q_drawn, size=(size, n))[:, keep]
         colours = np.where(drawn < k, drawn, k)  # colours >= k: unusable (see colours_drawn)

@@ -31,20 +31,28 @@ compares the final outputs with the unsplit model's on random inputs.
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 import os
-import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import AttributeProto, TensorProto, helper, numpy_helper
+from onnx import helper
 
 from partopt.errors import PartoptError
+from partopt.onnx_graph import node_reads, subgraphs, topological_order
+from partopt.probe import (
+    ProbeError,
+    index_bounds,
+    make_inputs,
+    probe_shapes,
+    random_inputs,
+    session,
+)
+from partopt.weights import load_model, missing_weights, random_weights
 
 __all__ = [
     "ExportError",
@@ -130,191 +138,14 @@ def _spec_from_value_info(vi: onnx.ValueInfoProto) -> TensorSpec | None:
     tt = vi.type.tensor_type
     shape: tuple[int, ...] | None = None
     if tt.HasField("shape"):
-        dims = []
+        dims: list[int] | None = []
         for d in tt.shape.dim:
-            if not d.HasField("dim_value"):
+            if not d.HasField("dim_value") or dims is None:
                 dims = None
                 break
             dims.append(int(d.dim_value))
         shape = None if dims is None else tuple(dims)
     return TensorSpec(vi.name, int(tt.elem_type), shape)
-
-
-# -- loading and weights ----------------------------------------------------------------
-
-
-def _stored_tensors(
-    graph: onnx.GraphProto,
-) -> Iterable[tuple[onnx.TensorProto, onnx.NodeProto | None]]:
-    """Every stored tensor of ``graph`` and its subgraphs, with the Constant node holding it."""
-    for t in graph.initializer:
-        yield t, None
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == AttributeProto.TENSOR:
-                yield attr.t, node
-            elif attr.type == AttributeProto.GRAPH:
-                yield from _stored_tensors(attr.g)
-            elif attr.type == AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _stored_tensors(g)
-
-
-def _is_external(t: onnx.TensorProto) -> bool:
-    return t.data_location == TensorProto.EXTERNAL
-
-
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read an ONNX file; external weights are loaded when their files exist.
-
-    Architecture-only models (external data file missing) load fine; their
-    weights are then listed by :func:`missing_weights`.
-    """
-    path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except FileNotFoundError:
-        raise ExportError(f"model file {str(path)!r} does not exist") from None
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
-        raise ExportError(
-            f"{str(path)!r} is not a readable ONNX model: {str(exc).splitlines()[0]}"
-        ) from None
-    locations = set()
-    for t, _ in _stored_tensors(model.graph):
-        if _is_external(t):
-            for kv in t.external_data:
-                if kv.key == "location":
-                    locations.add(kv.value)
-    if locations and all((path.parent / loc).is_file() for loc in locations):
-        from onnx.external_data_helper import load_external_data_for_model
-
-        load_external_data_for_model(model, str(path.parent))
-    return model
-
-
-def missing_weights(model: onnx.ModelProto) -> list[str]:
-    """Names of stored tensors whose data is not in the model (external, not loaded)."""
-    out = []
-    for t, node in _stored_tensors(model.graph):
-        if _is_external(t):
-            out.append(t.name or (node.output[0] if node is not None else "?"))
-    return out
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
-    uses: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            uses.setdefault(name, []).append((node, i))
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
-            for g in subs:
-                for k, v in _consumers(g).items():
-                    uses.setdefault(k, []).extend(v)
-    return uses
-
-
-# (op_type, input index) -> (low, high) of a uniform draw: parameters whose sign or
-# size matters for the model to compute finite numbers (variances, divisors, exponents).
-_UNIFORM_BY_USE = {
-    ("BatchNormalization", 1): (0.5, 1.5),
-    ("BatchNormalization", 2): (-0.1, 0.1),
-    ("BatchNormalization", 3): (-0.1, 0.1),
-    ("BatchNormalization", 4): (0.5, 1.5),
-    ("InstanceNormalization", 1): (0.5, 1.5),
-    ("InstanceNormalization", 2): (-0.1, 0.1),
-    ("LayerNormalization", 1): (0.5, 1.5),
-    ("LayerNormalization", 2): (-0.1, 0.1),
-    ("Add", 0): (-0.1, 0.1),
-    ("Add", 1): (-0.1, 0.1),
-    ("Sub", 0): (-0.1, 0.1),
-    ("Sub", 1): (-0.1, 0.1),
-    ("Div", 1): (0.5, 1.5),
-    ("Pow", 1): (2.0, 2.0),
-    ("Sqrt", 0): (0.5, 1.5),
-    ("Log", 0): (0.5, 1.5),
-    ("Reciprocal", 0): (0.5, 1.5),
-}
-
-
-def _random_array(t: onnx.TensorProto, use, rng: np.random.Generator) -> np.ndarray:
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
-    shape = tuple(int(d) for d in t.dims)
-    if dtype.kind == "b":
-        return rng.integers(0, 2, size=shape).astype(dtype)
-    if dtype.kind in "iu":
-        # integers are shapes, axes or indices in practice: 0 is valid for all of them
-        return np.zeros(shape, dtype=dtype)
-    if dtype.kind != "f":
-        raise ExportError(f"cannot make random weights for tensor {t.name!r} of type {dtype}")
-    bounds = _UNIFORM_BY_USE.get(use) if use else None
-    if bounds is not None:
-        lo, hi = bounds
-        arr = np.full(shape, lo) if lo == hi else rng.uniform(lo, hi, size=shape)
-    elif len(shape) >= 2:
-        # variance-preserving scale, so that activations stay finite through deep models
-        op = use[0] if use else ""
-        fan_in = shape[0] if op == "MatMul" else math.prod(shape[1:])
-        arr = rng.normal(0.0, 1.0 / math.sqrt(max(fan_in, 1)), size=shape)
-    else:
-        arr = rng.uniform(0.5, 1.5, size=shape)
-    return arr.astype(dtype)
-
-
-def random_weights(
-    model: onnx.ModelProto, seed: int = 0, *, only_missing: bool = True
-) -> onnx.ModelProto:
-    """A copy of ``model`` whose weights are random, of the right shapes and dtypes.
-
-    Parameters
-    ----------
-    model
-        An ONNX model, typically architecture-only (weights in a missing
-        external data file).
-    seed
-        Seed; each tensor draws from its own stream keyed by ``(seed, name)``,
-        so the values do not depend on the order of tensors in the file.
-    only_missing
-        Replace only tensors whose data is missing (default); with ``False``
-        every floating-point weight is replaced.
-
-    Notes
-    -----
-    Float weights of rank >= 2 are drawn from ``N(0, 1/fan_in)`` so that
-    activations keep their scale; normalisation scales and variances,
-    divisors and ``Sqrt``/``Log`` operands from ``U(0.5, 1.5)``; additive
-    biases from ``U(-0.1, 0.1)``; ``Pow`` exponents are 2; other vectors and
-    scalars ``U(0.5, 1.5)``. Integer tensors (shapes, axes, indices) that are
-    missing are filled with zeros.
-
-    Examples
-    --------
-    >>> from onnx import helper, TensorProto as T
-    >>> w = helper.make_tensor("w", T.FLOAT, [2, 3], np.zeros(6).tolist())
-    >>> g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-    ...     [helper.make_tensor_value_info("x", T.FLOAT, [1, 2])],
-    ...     [helper.make_tensor_value_info("y", T.FLOAT, [1, 3])], [w])
-    >>> m = random_weights(helper.make_model(g), seed=1, only_missing=False)
-    >>> numpy_helper.to_array(m.graph.initializer[0]).shape
-    (2, 3)
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    uses = _consumers(out.graph)
-    for t, node in _stored_tensors(out.graph):
-        name = t.name or (node.output[0] if node is not None else "")
-        if not _is_external(t) and (
-            only_missing or np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).kind != "f"
-        ):
-            continue
-        key = node.output[0] if node is not None else name
-        use_list = uses.get(key, [])
-        use = (use_list[0][0].op_type, use_list[0][1]) if use_list else None
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(key.encode())])
-        arr = _random_array(t, use, rng)
-        fresh = numpy_helper.from_array(arr, t.name)
-        t.CopyFrom(fresh)
-    return out
 
 
 # -- shapes ----------------------------------------------------------------------------
@@ -371,46 +202,13 @@ def _infer(model: onnx.ModelProto) -> dict[str, TensorSpec]:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # noqa: BLE001 - fall back to an onnxruntime probe
         inferred = model
-    specs = {}
+    specs: dict[str, TensorSpec] = {}
     g = inferred.graph
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         s = _spec_from_value_info(vi)
         if s is not None and (s.name not in specs or specs[s.name].shape is None):
             specs[s.name] = s
     return specs
-
-
-def session(model: onnx.ModelProto | bytes | str, threads: int = 1):
-    """An onnxruntime CPU session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    if isinstance(model, onnx.ModelProto):
-        model = model.SerializeToString()
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
-def _probe(
-    model: onnx.ModelProto, names: list[str], inputs: dict[str, np.ndarray]
-) -> dict[str, TensorSpec]:
-    """Element types and shapes of ``names`` from one onnxruntime run of ``model``."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output}
-    for n in names:
-        if n not in have:
-            probe.graph.output.append(onnx.ValueInfoProto(name=n))
-    sess = session(probe)
-    outs = sess.run(names, inputs)
-    return {
-        n: TensorSpec(
-            n, helper.np_dtype_to_tensor_dtype(np.asarray(a).dtype), tuple(np.asarray(a).shape)
-        )
-        for n, a in zip(names, outs, strict=True)
-    }
 
 
 # -- plans -------------------------------------------------------------------------------
@@ -426,7 +224,9 @@ def stage_ranges(plan, num_blocks: int) -> list[tuple[object, int, int]]:
     from partopt.plan import InvalidPlan, Plan
 
     if isinstance(plan, Plan):
-        items = [(s.node, s.first_block, s.last_block) for s in plan.stages]
+        items: list[tuple[object, int, int]] = [
+            (s.node, s.first_block, s.last_block) for s in plan.stages
+        ]
     else:
         stages = plan.get("stages") if isinstance(plan, dict) else plan
         if not isinstance(stages, list) or not stages:
@@ -494,7 +294,8 @@ class StageModel:
 
 def _sum_bytes(specs: Iterable[TensorSpec]) -> int | None:
     sizes = [s.nbytes for s in specs]
-    return None if any(b is None for b in sizes) else int(sum(sizes))
+    known = [b for b in sizes if b is not None]
+    return None if len(known) < len(sizes) else int(sum(known))
 
 
 @dataclass
@@ -532,60 +333,16 @@ class Export:
         }
 
 
-def _subgraph_refs(graph: onnx.GraphProto) -> set[str]:
-    """Outer-scope names a subgraph reads (used but not defined inside it)."""
-    defined = {vi.name for vi in graph.input} | _initializer_names(graph)
-    used: set[str] = set()
-    for node in graph.node:
-        used.update(n for n in node.input if n)
-        for attr in node.attribute:
-            for g in [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs):
-                used |= _subgraph_refs(g)
-        defined.update(node.output)
-    used.update(o.name for o in graph.output)
-    return used - defined
-
-
-def _subgraph_list(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    out = []
-    for attr in node.attribute:
-        if attr.type == AttributeProto.GRAPH:
-            out.append(attr.g)
-        elif attr.type == AttributeProto.GRAPHS:
-            out.extend(attr.graphs)
-    return out
-
-
-def _node_reads(node: onnx.NodeProto) -> list[str]:
-    """Every name ``node`` reads: its inputs and what its subgraphs read from outside."""
-    names = [n for n in node.input if n]
-    for g in _subgraph_list(node):
-        names.extend(sorted(_subgraph_refs(g)))
-    return list(dict.fromkeys(names))
-
-
-def _topological(nodes, subset: Iterable[int] | None = None) -> list[int]:
-    """Indices of ``nodes`` (or of ``subset``) in a topological order, file order on ties."""
-    keep = sorted(range(len(nodes)) if subset is None else set(subset))
-    producer = {o: i for i in keep for o in nodes[i].output if o}
-    deps = {i: {producer[r] for r in _node_reads(nodes[i]) if r in producer} - {i} for i in keep}
-    users: dict[int, list[int]] = {i: [] for i in keep}
-    for i in keep:
-        for d in deps[i]:
-            users[d].append(i)
-    ready = [i for i in keep if not deps[i]]
-    heapq.heapify(ready)
-    out = []
-    while ready:
-        i = heapq.heappop(ready)
-        out.append(i)
-        for u in users[i]:
-            deps[u].discard(i)
-            if not deps[u]:
-                heapq.heappush(ready, u)
-    if len(out) != len(keep):
-        raise ExportError("the model graph has a cycle; it is not a valid ONNX model")
-    return out
+def _fits(vi: onnx.ValueInfoProto, shape: tuple[int, ...] | None) -> bool:
+    """Whether the declared type of ``vi`` admits a tensor of ``shape``."""
+    tt = vi.type.tensor_type
+    if shape is None or not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+        return shape is not None and vi.type.HasField("tensor_type")
+    dims = tt.shape.dim
+    return len(dims) == len(shape) and all(
+        not d.HasField("dim_value") or d.dim_value <= 0 or d.dim_value == v
+        for d, v in zip(dims, shape, strict=True)
+    )
 
 
 def _is_weight_node(node: onnx.NodeProto) -> bool:
@@ -603,6 +360,7 @@ def split_model(
     *,
     input_shapes: dict[str, Sequence[int]] | None = None,
     layer_graph=None,
+    sample_inputs: Mapping[str, np.ndarray] | None = None,
 ) -> Export:
     """Split ``model`` into one standalone ONNX model per stage of ``plan``.
 
@@ -617,6 +375,9 @@ def split_model(
         A :class:`~partopt.plan.Plan` or the dict ``partopt solve --json`` prints.
     input_shapes
         Shapes of graph inputs; other symbolic dimensions are set to 1.
+    sample_inputs
+        Real input values by name (they fix the inputs' shapes and feed a
+        probe run if one is needed).
     layer_graph
         The :class:`~partopt.onnx_graph.LayerGraph` the chain was built from;
         it maps the chain's layer names to ONNX nodes also when the ONNX
@@ -667,13 +428,13 @@ def split_model(
     # every stage that reads them and never sent between stages.
     weight_nodes: set[int] = set()
     constant_out: dict[str, int] = {}
-    for i in _topological(graph.node):
+    for i in topological_order(graph.node):
         n = graph.node[i]
-        reads = _node_reads(n)
+        reads = node_reads(n)
         foldable = _is_weight_node(n) or (
             i not in stage_of
             and reads
-            and not _subgraph_list(n)
+            and not subgraphs(n)
             and all(r in inits or r in constant_out for r in reads)
         )
         if foldable:
@@ -700,7 +461,7 @@ def split_model(
         if i not in stage_of:
             continue
         k = stage_of[i]
-        for name in _node_reads(n):
+        for name in node_reads(n):
             if name in inits or name in constant_out:
                 continue
             if name not in producer:
@@ -721,43 +482,70 @@ def split_model(
         out = [t for t in producer if producer[t] <= boundary < last_use.get(t, -1)]
         return out
 
-    # Shapes: graph inputs made concrete, then shape inference, then a probe if needed.
-    shapes = concrete_input_shapes(model, input_shapes)
+    # Shapes: graph inputs made concrete, then shape inference, then the sizes the
+    # layer graph settled (by its own probe run), then a probe run of our own.
+    given = dict(input_shapes or {})
+    for name, arr in (sample_inputs or {}).items():
+        given.setdefault(name, tuple(np.shape(arr)))
+    shapes = concrete_input_shapes(model, given)
     fixed = _with_input_shapes(model, shapes)
     specs = _infer(fixed)
     boundaries = [crossing(b) for b in range(-1, num_stages)]
     boundaries[0] = [t for t in graph_inputs if t in last_use]
     boundaries[-1] = list(graph_outputs)
     needed = list(dict.fromkeys(t for b in boundaries for t in b))
-    unknown = [t for t in needed if t not in specs or specs[t].shape is None]
-    if unknown and not missing_weights(fixed):
-        probe_in = random_inputs(
-            [specs[t] for t in graph_inputs], seed=0, bounds=index_bounds(model)
-        )
-        specs.update(_probe(fixed, [t for t in unknown if t not in graph_inputs], probe_in))
+
+    def unknown() -> list[str]:
+        return [t for t in needed if t not in specs or specs[t].shape is None]
+
+    if unknown() and layer_graph is not None:
+        for t in unknown():
+            ti = layer_graph.tensors.get(t)
+            if (
+                ti is not None
+                and ti.bytes is not None
+                and ti.dtype in onnx.TensorProto.DataType.keys()
+            ):
+                shape = tuple(int(d) for d in ti.shape or ())
+                specs[t] = TensorSpec(t, onnx.TensorProto.DataType.Value(ti.dtype), shape)
+    why = ""
+    todo = [t for t in unknown() if t not in graph_inputs]
+    if todo:
+        try:
+            res = probe_shapes(fixed, todo, shapes, sample=sample_inputs)
+        except ProbeError as exc:
+            why = f": {exc}"
+        else:
+            for t, (elem, dims) in res.shapes.items():
+                if dims is not None and all(d is not None for d in dims) and t not in res.varying:
+                    specs[t] = TensorSpec(t, elem, tuple(int(d or 0) for d in dims))
+                elif t not in specs:  # the type is enough for a stage boundary
+                    specs[t] = TensorSpec(t, elem, None)
     for t in needed:
         if t not in specs:
-            raise ExportError(
-                f"cannot tell the type of tensor {t!r}; give the model weights "
-                "(--random-weights SEED) so that a probe run can"
-            )
+            raise ExportError(f"cannot tell the type of tensor {t!r}{why}")
 
+    # A graph input keeps the declaration of the file where the concrete shape fits it:
+    # onnxruntime checks If branches against declared shapes, also branches never taken.
+    declared = {
+        vi.name: vi for vi in graph.input if vi.name in specs and _fits(vi, specs[vi.name].shape)
+    }
     stages = []
     value_info = {vi.name: vi for vi in fixed.graph.value_info}
     for k, (node_label, first, last) in enumerate(ranges):
         ins, outs = boundaries[k], boundaries[k + 1]
         idx = [i for i in range(len(graph.node)) if stage_of.get(i) == k]
         # the folded constants this stage reads, with the constants they are computed from
-        need = [name for j in idx for name in _node_reads(graph.node[j]) if name in constant_out]
+        need = [name for j in idx for name in node_reads(graph.node[j]) if name in constant_out]
         consts: set[int] = set()
         while need:
             i = constant_out[need.pop()]
             if i not in consts:
                 consts.add(i)
-                need.extend(r for r in _node_reads(graph.node[i]) if r in constant_out)
-        order = _topological(graph.node, consts | set(idx))
+                need.extend(r for r in node_reads(graph.node[i]) if r in constant_out)
+        order = topological_order(graph.node, consts | set(idx))
         nodes = [graph.node[i] for i in order]
-        read_names = {name for n in nodes for name in _node_reads(n)}
+        read_names = {name for n in nodes for name in node_reads(n)}
         stage_inits = [t for t in graph.initializer if t.name in read_names]
         stage_sparse = [t for t in graph.sparse_initializer if t.values.name in read_names]
         produced = {o for n in nodes for o in n.output}
@@ -765,7 +553,7 @@ def split_model(
         g = helper.make_graph(
             nodes,
             f"{graph.name or 'model'}_stage{k}",
-            [specs[t].value_info() for t in ins],
+            [declared.get(t) or specs[t].value_info() for t in ins],
             [specs[t].value_info() for t in outs],
             initializer=stage_inits,
             value_info=vis,
@@ -824,59 +612,6 @@ def write_export(export: Export, outdir: str | os.PathLike, extra: dict | None =
 # -- running and checking ----------------------------------------------------------------
 
 
-def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
-    """For integer graph inputs, one more than the largest value that is safe to feed.
-
-    An input used as ``Gather`` indices into a stored table (token ids,
-    token types, positions) may go up to the table's size along the gather
-    axis; every other integer input gets 2 (values 0 and 1, which suit
-    masks as well).
-    """
-    graph = model.graph
-    tables = {t.name: tuple(t.dims) for t in graph.initializer}
-    inits = _initializer_names(graph)
-    out: dict[str, int] = {}
-    for vi in graph.input:
-        if vi.name in inits:
-            continue
-        elem = vi.type.tensor_type.elem_type
-        if elem == 0 or np.dtype(helper.tensor_dtype_to_np_dtype(elem)).kind not in "iu":
-            continue
-        bound = None
-        for node in graph.node:
-            if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == vi.name:
-                dims = tables.get(node.input[0])
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                if dims:
-                    size = int(dims[axis])
-                    bound = size if bound is None else min(bound, size)
-        out[vi.name] = max(1, bound if bound is not None else 2)
-    return out
-
-
-def random_inputs(
-    specs: Sequence[TensorSpec], seed: int = 0, bounds: dict[str, int] | None = None
-) -> dict[str, np.ndarray]:
-    """Random arrays for graph inputs: floats ~ N(0, 1), booleans, and integers in
-    ``[0, bounds[name])`` (default 2; see :func:`index_bounds`)."""
-    rng = np.random.default_rng(seed)
-    bounds = bounds or {}
-    out = {}
-    for s in specs:
-        if s.shape is None:
-            raise ExportError(f"input {s.name!r} has no known shape; give --input-shape")
-        dt = s.dtype
-        if dt.kind == "f":
-            out[s.name] = rng.standard_normal(s.shape).astype(dt)
-        elif dt.kind in "iu":
-            out[s.name] = rng.integers(0, bounds.get(s.name, 2), size=s.shape).astype(dt)
-        elif dt.kind == "b":
-            out[s.name] = rng.integers(0, 2, size=s.shape).astype(dt)
-        else:
-            raise ExportError(f"cannot make random values for input {s.name!r} of type {dt}")
-    return out
-
-
 def run_stages(
     export: Export, inputs: dict[str, np.ndarray], sessions=None
 ) -> dict[str, np.ndarray]:
@@ -915,10 +650,14 @@ def check_export(
     seed: int = 0,
     rtol: float = 1e-3,
     atol: float = 1e-5,
+    sample_inputs: Mapping[str, np.ndarray] | None = None,
 ) -> CheckReport:
     """Run every stage in sequence and compare with the unsplit model (same weights).
 
-    Both run with onnxruntime on the same random inputs; outputs agree when
+    Both run with onnxruntime on the same inputs: ``sample_inputs`` where
+    given, else random values (integers bounded by what they index, see
+    :func:`partopt.probe.index_bounds`); every declared graph input is fed
+    to the whole model, also one that no node reads. Outputs agree when
     ``|split - whole| <= atol + rtol * max|whole|`` element-wise (the
     reference scale is the output's largest magnitude, since random weights
     can make outputs large; graph optimisations may reorder float sums
@@ -929,13 +668,22 @@ def check_export(
             f"the model has {len(missing_weights(model))} weights without data "
             "(architecture only); give it random weights first (--random-weights SEED)"
         )
-    fixed = _with_input_shapes(model, {t.name: t.shape for t in export.inputs})
-    inputs = random_inputs(export.inputs, seed, export.meta.get("index_bounds"))
+    shapes = {k: tuple(v) for k, v in export.meta.get("input_shapes", {}).items()}
+    shapes.update({t.name: t.shape for t in export.inputs if t.shape is not None})
+    inputs = make_inputs(model, shapes, sample=sample_inputs, seed=seed)
+    fixed = _with_input_shapes(model, {k: tuple(np.shape(v)) for k, v in inputs.items()})
     names = [t.name for t in export.outputs]
-    try:
-        whole = dict(zip(names, session(fixed).run(names, inputs), strict=True))
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own message, on one line
-        raise ExportError(f"onnxruntime cannot run the whole model: {_one_line(exc)}") from None
+    whole = None
+    # The file as it is first: fixing its input shapes can make onnxruntime check a
+    # branch the inputs never take (an If on a sample rate) against them.
+    for candidate in (model, fixed):
+        try:
+            whole = dict(zip(names, session(candidate).run(names, inputs), strict=True))
+            break
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own message, on one line
+            error = _one_line(exc)
+    if whole is None:
+        raise ExportError(f"onnxruntime cannot run the whole model: {error}")
     try:
         split = run_stages(export, inputs)
     except Exception as exc:  # noqa: BLE001

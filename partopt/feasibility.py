@@ -25,6 +25,7 @@ __all__ = [
     "greedy_stage_count",
     "min_stages",
     "min_uniform_capacity",
+    "linked_group_size",
     "infeasibility_reason",
 ]
 
@@ -86,13 +87,52 @@ def min_stages(problem: Problem, capacity_bytes: float, allowed_cuts=None) -> fl
     return greedy_stage_count(farthest_ends(problem, capacity_bytes), allowed)
 
 
+def linked_group_size(problem: Problem) -> int:
+    """Nodes in the largest group joined by links (either direction): the most stages a plan can have.
+
+    Consecutive stages need a link, so a plan's nodes lie in one such group.
+    ``O(N^2)``: each node's row of the bandwidth matrix is read once.
+
+    Examples
+    --------
+    >>> from partopt.chain import Chain
+    >>> from partopt.cluster import Cluster
+    >>> bw = [[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 2, 0]]
+    >>> c = Cluster(("a", "b", "c", "d"), [1] * 4, bw)
+    >>> linked_group_size(Problem(Chain.from_arrays([1, 1], [1.0]), c))
+    2
+    """
+    bw = problem.cluster.bandwidth_mbps
+    n = problem.num_nodes
+    linked = bw > 0
+    if int(np.count_nonzero(linked)) == n * (n - 1):
+        return n  # every pair linked (the generated clusters): skip the search
+    adj = linked | linked.T
+    unseen = np.ones(n, dtype=bool)
+    best = 0
+    while unseen.any():
+        group = np.zeros(n, dtype=bool)
+        frontier = np.zeros(n, dtype=bool)
+        frontier[int(np.argmax(unseen))] = True
+        while frontier.any():
+            group |= frontier
+            frontier = adj[frontier].any(axis=0) & ~group
+        unseen &= ~group
+        best = max(best, int(group.sum()))
+        if best * 2 >= n and best >= int(unseen.sum()):
+            break  # no other group can be larger
+    return best
+
+
 def min_uniform_capacity(problem: Problem, num_stages: int | None = None) -> float:
     """Smallest capacity (bytes) for which the chain splits into ``num_stages`` stages or fewer.
 
-    ``num_stages`` defaults to the number of nodes. This is the capacity every
-    node would need for the instance to be memory-feasible (links ignored).
+    ``num_stages`` defaults to the most stages a plan can have: the number of
+    nodes, or fewer when the links join fewer nodes together
+    (:func:`linked_group_size`; without any link, one stage). Every node
+    needs at least this capacity for a plan to exist.
     """
-    k = problem.num_nodes if num_stages is None else num_stages
+    k = min(problem.num_nodes, linked_group_size(problem)) if num_stages is None else num_stages
     lo = float(max(problem.stage_memory(i, i) for i in range(problem.num_blocks)))
     hi = problem.stage_memory(0, problem.num_blocks - 1)
     if min_stages(problem, lo) <= k:
@@ -119,9 +159,11 @@ def min_uniform_capacity(problem: Problem, num_stages: int | None = None) -> flo
 def infeasibility_reason(problem: Problem) -> str | None:
     """A proof that no plan fits memory, as a sentence, or ``None`` if memory allows one.
 
-    Checks the two certificates the issue names: a block larger than every
-    node, and more stages needed (at the largest capacity) than there are nodes.
-    Missing links are left to the solvers.
+    Checks three certificates: a block larger than every node, more stages
+    needed (at the largest capacity) than there are nodes, and more stages
+    needed than the links can join into a path (:func:`linked_group_size`;
+    a cluster without links must hold the whole chain on one node). Other
+    shortages of links are left to the solvers.
     """
     cap = float(problem.cluster.memory_bytes.max())
     single = [problem.stage_memory(i, i) for i in range(problem.num_blocks)]
@@ -133,5 +175,17 @@ def infeasibility_reason(problem: Problem) -> str | None:
         return (
             f"the chain needs at least {need} stages at {cap:.0f} bytes per node "
             f"but the cluster has {problem.num_nodes} nodes"
+        )
+    linked = linked_group_size(problem)
+    if need > linked:
+        if linked == 1:
+            whole = problem.stage_memory(0, problem.num_blocks - 1)
+            return (
+                "the cluster has no links, so the whole chain must run on one node: "
+                f"it needs {whole:.0f} bytes but the largest node has {cap:.0f}"
+            )
+        return (
+            f"the chain needs at least {need} stages at {cap:.0f} bytes per node, but at most "
+            f"{linked} nodes are joined by links (consecutive stages need a link)"
         )
     return None

@@ -1,9 +1,12 @@
 """ONNX model -> layer DAG: parameter bytes, tensor bytes and FLOPs per layer.
 
-partopt plans from an ONNX file without ever reading a weight value: the
+partopt plans from an ONNX file without ever needing its weight values: the
 model is loaded with its external data left on disk (a missing weight file is
-fine), shapes come from ONNX shape inference, and every size is computed from
-shapes and dtypes.
+fine), shapes come from ONNX shape inference (with data propagation), and
+where that leaves an activation's size unknown, from one probe run in
+onnxruntime (:mod:`partopt.probe`; the model's own weights when they are at
+hand, random ones otherwise). Every size is computed from shapes and dtypes;
+``LayerGraph.meta`` and ``TensorInfo.source`` say where each came from.
 
 Conventions
 -----------
@@ -67,6 +70,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -86,7 +90,10 @@ __all__ = [
     "TensorInfo",
     "graph_from_model",
     "load_graph",
+    "node_reads",
     "parse_input_shape",
+    "subgraphs",
+    "topological_order",
 ]
 
 
@@ -191,7 +198,8 @@ def _constant_size(node) -> tuple[int, int]:
     return 0, 0
 
 
-def _subgraphs(node) -> list:
+def subgraphs(node) -> list:
+    """The subgraphs an ONNX node owns (``If`` branches, ``Loop``/``Scan`` bodies)."""
     out = []
     for a in node.attribute:
         if a.type == 5:  # AttributeProto.GRAPH
@@ -199,6 +207,9 @@ def _subgraphs(node) -> list:
         elif a.type == 10:  # AttributeProto.GRAPHS
             out.extend(a.graphs)
     return out
+
+
+_subgraphs = subgraphs
 
 
 def _attr(node, name: str, default: Any = None) -> Any:
@@ -244,6 +255,8 @@ def _scan_subgraph(g) -> tuple[list[str], int, int]:
             sub_refs, b, c = _scan_subgraph(sub)
             nbytes, count = nbytes + b, count + c
             refs.extend(t for t in sub_refs if t not in defined)
+    # a branch may output an outer tensor as it is
+    refs.extend(o.name for o in g.output if o.name and o.name not in defined)
     return list(dict.fromkeys(refs)), nbytes, count
 
 
@@ -258,7 +271,10 @@ def _collect_shapes(g, shapes: dict, *, top: bool = True) -> None:
             continue
         dims = None
         if tt.HasField("shape"):
-            dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+            dims = tuple(
+                d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                for d in tt.shape.dim
+            )
         shapes[vi.name] = (tt.elem_type, dims)
     for t in g.initializer:
         shapes.setdefault(t.name, (t.data_type, tuple(t.dims)))
@@ -370,6 +386,11 @@ def _fix_input_shapes(
                 f"--input-shape names {name!r}, which is not a graph input; "
                 f"the model's inputs are: {', '.join(names) or '(none)'}"
             )
+    # Some exporters write -1 for a dynamic dimension: it is symbolic.
+    for vi in real:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.ClearField("dim_value")
     # Symbols bound by the user, then the batch symbol of each input set to 1.
     bindings: dict[str, int] = {}
     overridden = False
@@ -436,8 +457,31 @@ def _infer_shapes(model, bindings: dict[str, int], overridden: bool, warnings: l
             )
         except Exception as exc:  # inference is best effort: keep declared shapes
             last = exc
-    warnings.append(f"shape inference failed ({_one_line(last)}); using the declared shapes")
+    why = _one_line(last) if last is not None else "no result"
+    warnings.append(f"shape inference failed ({why}); using the declared shapes")
     return model
+
+
+def node_reads(node) -> list[str]:
+    """Every name an ONNX node reads: its inputs, then what its subgraphs read from outside."""
+    names = [t for t in node.input if t]
+    for sub in _subgraphs(node):
+        names.extend(_scan_subgraph(sub)[0])
+    return list(dict.fromkeys(names))
+
+
+def topological_order(nodes, subset=None) -> list[int]:
+    """Indices of ONNX ``nodes`` (or of those in ``subset``) in a topological order.
+
+    Ties are broken by file order, so a valid file order is kept; reads
+    through subgraphs count as dependencies. Raises :class:`ModelError` on a
+    cycle.
+    """
+    keep = sorted(range(len(nodes)) if subset is None else set(subset))
+    sub = [nodes[i] for i in keep]
+    producer = {o: k for k, n in enumerate(sub) for o in n.output if o}
+    deps = [[producer[t] for t in node_reads(n) if t in producer] for n in sub]
+    return [keep[k] for k in _toposort(sub, deps)]
 
 
 def _toposort(nodes, deps: list[list[int]]) -> list[int]:
@@ -491,12 +535,18 @@ class TensorInfo:
         ONNX data type name (``FLOAT``, ``FLOAT16``...).
     bytes
         Size in bytes, ``None`` if the shape is not fully known.
+    source
+        Where the shape came from: ``inference`` (ONNX shape inference with
+        data propagation, or the shapes declared in the file), ``probe`` (an
+        onnxruntime run on generated inputs) or ``sample-inputs`` (a run on
+        the user's input values).
     """
 
     name: str
     shape: tuple[int | None, ...] | None
     dtype: str
     bytes: int | None
+    source: str = "inference"
 
     @property
     def elements(self) -> int | None:
@@ -578,6 +628,11 @@ class LayerGraph:
         Graph outputs that are activations (constant outputs are dropped).
     warnings
         Non-fatal problems met while loading (e.g. shape inference failed).
+    meta
+        How the sizes were settled: ``shape_sources`` (activation tensors
+        per source, see :class:`TensorInfo`), ``probe`` (whether a probe run
+        was needed, on which inputs and weights, what it measured or why it
+        failed) and ``unsettled`` (tensor -> why its size is unknown).
     """
 
     name: str
@@ -586,6 +641,7 @@ class LayerGraph:
     inputs: list[str]
     outputs: list[str]
     warnings: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def position(self) -> dict[str, int]:
@@ -626,8 +682,8 @@ class LayerGraph:
             for u in ps:
                 succs[u].append(v)
         is_output = [False] * len(tid)
-        for t in self.outputs:
-            is_output[tid[t]] = True
+        for out_name in self.outputs:
+            is_output[tid[out_name]] = True
         return GraphArrays(
             tensor_names=list(self.tensors),
             tensor_bytes=[ti.bytes for ti in self.tensors.values()],
@@ -667,10 +723,35 @@ class LayerGraph:
         """Total FLOPs estimate of one inference."""
         return sum(n.flops for n in self.nodes)
 
+    def size_advice(self, tensor: str) -> str:
+        """Why ``tensor``'s size is unknown and what would settle it, in one clause.
+
+        Advice the user has already followed (input shapes given, sample
+        inputs given) is not repeated.
+        """
+        unsettled = self.meta.get("unsettled", {})
+        if tensor in unsettled:
+            return str(unsettled[tensor])
+        probe = self.meta.get("probe", {})
+        if probe.get("error"):
+            return str(probe["error"])
+        symbolic = [
+            t for t in self.inputs if any(d is None for d in (self.tensors[t].shape or (None,)))
+        ]
+        if symbolic:
+            return f"set the graph input shapes, e.g. {self.shape_hint()}"
+        if self.meta.get("sample_inputs"):
+            return "a run on the sample inputs did not produce it"
+        return (
+            "neither shape inference nor a probe run settled it; give real input values "
+            "with --sample-inputs FILE.npz"
+        )
+
     def shape_hint(self) -> str:
         """An ``--input-shape`` example built from the graph inputs."""
         parts = []
-        for name in self.inputs:
+        open_ = [t for t in self.inputs if any(d is None for d in self.tensors[t].shape or (None,))]
+        for name in open_ or self.inputs:
             shape = self.tensors[name].shape or ()
             dims = "x".join(str(d) if d is not None else "N" for d in shape) or "1x3x224x224"
             parts.append(f"--input-shape {name}={dims}")
@@ -707,6 +788,10 @@ def graph_from_model(
     model: onnx.ModelProto,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     name: str | None = None,
+    *,
+    sample_inputs: Mapping[str, Any] | None = None,
+    model_dir: str | os.PathLike | None = None,
+    probe: bool = True,
 ) -> LayerGraph:
     """Build the :class:`LayerGraph` of an in-memory ONNX model.
 
@@ -731,14 +816,204 @@ def graph_from_model(
         reads = [reads[i] for i in order]
         sub_params = [sub_params[i] for i in order]
     warnings: list[str] = []
-    bindings, overridden = _fix_input_shapes(m, dict(input_shapes or {}))
+    given = dict(input_shapes or {})
+    shapes = _with_sample_shapes(m, given, sample_inputs)
+    bindings, overridden = _fix_input_shapes(m, shapes)
     m = _infer_shapes(m, bindings, overridden, warnings)
-    return _build(m, name or m.graph.name or "model", warnings, reads, sub_params)
+    meta: dict[str, Any] = {
+        "input_shapes": bool(given),
+        "sample_inputs": bool(sample_inputs),
+        "probe": {"ran": False},
+        "unsettled": {},
+    }
+    overrides: dict[str, tuple[int, tuple | None]] = {}
+    sources: dict[str, str] = {}
+    if probe:
+        _probe_unknown(m, sample_inputs, model_dir, meta, overrides, sources)
+    graph = _build(m, name or m.graph.name or "model", warnings, reads, sub_params, overrides)
+    for t, src in sources.items():
+        ti = graph.tensors.get(t)
+        if ti is not None and ti.bytes is not None:
+            graph.tensors[t] = TensorInfo(ti.name, ti.shape, ti.dtype, ti.bytes, src)
+    counts: dict[str, int] = {}
+    for ti in graph.tensors.values():
+        key = ti.source if ti.bytes is not None else "unknown"
+        counts[key] = counts.get(key, 0) + 1
+    meta["shape_sources"] = counts
+    graph.meta.update(meta)
+    return graph
+
+
+def _with_sample_shapes(
+    m, given: dict[str, tuple[int, ...]], sample: Mapping[str, Any] | None
+) -> dict[str, tuple[int, ...]]:
+    """Input shapes: ``given``, plus the shapes of the sample arrays (which must agree)."""
+    if not sample:
+        return given
+    inits = {t.name for t in m.graph.initializer} | {
+        s.values.name for s in m.graph.sparse_initializer
+    }
+    names = [vi.name for vi in m.graph.input if vi.name not in inits]
+    out = dict(given)
+    for key, arr in sample.items():
+        if key not in names:
+            raise ModelError(
+                f"the sample inputs hold {key!r}, which is not a graph input; "
+                f"the model's inputs are: {', '.join(names) or '(none)'}"
+            )
+        shape = tuple(int(d) for d in getattr(arr, "shape", ()))
+        if key in given and tuple(given[key]) != shape:
+            raise ModelError(
+                f"input {key!r} has shape {'x'.join(map(str, shape)) or 'scalar'} in the sample "
+                f"inputs but {'x'.join(map(str, given[key]))} by --input-shape; drop one of them"
+            )
+        out[key] = shape
+    return out
+
+
+def _probe_unknown(
+    m,
+    sample: Mapping[str, Any] | None,
+    model_dir,
+    meta: dict[str, Any],
+    overrides: dict[str, tuple[int, tuple | None]],
+    sources: dict[str, str],
+) -> None:
+    """Measure, in one onnxruntime run, the main-graph tensors inference left unknown."""
+    import time
+
+    g = m.graph
+    shapes: dict[str, tuple[int, tuple | None]] = {}
+    _collect_shapes(g, shapes)
+
+    def known(t: str) -> bool:
+        elem, dims = shapes.get(t, (0, None))
+        return elem != 0 and _elements_of(dims) is not None
+
+    inits = {t.name for t in g.initializer} | {s.values.name for s in g.sparse_initializer}
+    inputs = [vi.name for vi in g.input if vi.name not in inits]
+    wanted = [
+        o
+        for node in g.node
+        if not (node.op_type == "Constant" and node.domain in ("", "ai.onnx"))
+        for o in node.output
+        if o and not known(o)
+    ]
+    wanted = list(dict.fromkeys(wanted))
+    sample = dict(sample or {})
+    unsized = [t for t in inputs if t not in sample and not known(t)]
+    if not wanted and not unsized:
+        return
+    if unsized:
+        dims = shapes.get(unsized[0], (0, None))[1]
+        hint = "x".join("N" if d is None else str(d) for d in dims or ()) or "D1xD2x..."
+        meta["probe"] = {
+            "ran": False,
+            "error": f"input {unsized[0]!r} has no concrete shape "
+            f"({_dims_text(dims)}), so a probe run cannot measure it: give its shape "
+            f"with --input-shape {unsized[0]}={hint} or its values with --sample-inputs "
+            "FILE.npz",
+        }
+        return
+    from partopt.probe import ProbeError, probe_shapes
+
+    concrete = {t: tuple(shapes[t][1] or ()) for t in inputs if t not in sample}
+    t0 = time.perf_counter()
+    try:
+        res = probe_shapes(m, wanted, concrete, sample=sample, model_dir=model_dir)
+    except ProbeError as exc:
+        why = str(exc)
+        hung = _branch_dependent(g, [t for t in inputs if t not in sample])
+        if hung and exc.values_may_help:
+            node, source = next(iter(hung.values()))
+            why = (
+                f"{why[:160]}...; the branch {node!r} takes depends on the value of input "
+                f"{source!r}, which was made up"
+            )
+        if not sample and exc.values_may_help and "--sample-inputs" not in why:
+            why += "; give real input values with --sample-inputs FILE.npz"
+        elif sample:
+            why = f"{why} (on the sample inputs)"
+        meta["probe"] = {"ran": False, "error": f"a probe run failed: {why}"}
+        return
+    meta["probe"] = {
+        "ran": True,
+        "inputs": res.source,
+        "weights": res.weights,
+        "tensors": len(wanted),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    for t, (elem, dims) in res.shapes.items():
+        overrides[t] = (elem, dims)
+        sources[t] = res.source
+    for t, (a, b) in res.varying.items():
+        meta["unsettled"][t] = (
+            f"its size depends on the input values (two probe runs on different random inputs "
+            f"gave {_dims_text(a)} and {_dims_text(b)}); give real input values with "
+            "--sample-inputs FILE.npz"
+        )
+    made_up = [t for t in inputs if t not in sample]
+    for t, (node, source) in _branch_dependent(g, made_up).items():
+        if t in res.shapes and t not in meta["unsettled"]:
+            overrides[t] = (res.shapes[t][0], None)
+            meta["unsettled"][t] = (
+                f"its size follows the branch {node!r} takes, which depends on the value of "
+                f"input {source!r}; give real input values with --sample-inputs FILE.npz"
+            )
+
+
+# Ops whose outputs carry no information about their inputs' values.
+_SHAPE_ONLY = {"Shape", "Size", "EyeLike"}
+
+
+def _branch_dependent(g, made_up: list[str]) -> dict[str, tuple[str, str]]:
+    """Tensors whose size rests on a control-flow decision taken on made-up input values.
+
+    An ``If`` condition, a ``Loop`` trip count or condition computed from the
+    *values* of a generated input (not only from its shape) may go another way on
+    real data; its outputs and every tensor computed from them are returned,
+    each with the node and the input it hangs on. The nodes are sorted.
+    """
+    taint: dict[str, str] = {t: t for t in made_up}  # tensor -> input its value comes from
+    hung: dict[str, tuple[str, str]] = {}  # tensor -> (control-flow node, input)
+    for node in g.node:
+        reads = node_reads(node)
+        label = node.name or node.op_type
+        cause = None
+        if node.op_type == "If" and node.input and node.input[0] in taint:
+            cause = (label, taint[node.input[0]])
+        elif node.op_type == "Loop":
+            ctrl = [t for t in node.input[:2] if t and t in taint]
+            cause = (label, taint[ctrl[0]]) if ctrl else None
+        if cause is None:
+            cause = next((hung[t] for t in reads if t in hung), None)
+        src = (
+            None
+            if node.op_type in _SHAPE_ONLY
+            else next((taint[t] for t in reads if t in taint), None)
+        )
+        for o in node.output:
+            if not o:
+                continue
+            if src is not None:
+                taint[o] = src
+            if cause is not None:
+                hung[o] = cause
+    return hung
+
+
+def _dims_text(dims) -> str:
+    if dims is None:
+        return "unknown rank"
+    return "x".join("?" if d is None else str(d) for d in dims) or "scalar"
 
 
 def load_graph(
     path: str | os.PathLike | onnx.ModelProto,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    *,
+    sample_inputs: Mapping[str, Any] | None = None,
+    probe: bool = True,
 ) -> LayerGraph:
     """Load an ONNX file as a :class:`LayerGraph`, without reading weights.
 
@@ -750,6 +1025,15 @@ def load_graph(
     input_shapes
         Full shapes of graph inputs, keyed by input name, fixing their
         symbolic dimensions (default: only the batch dimension, set to 1).
+    sample_inputs
+        Real input values (arrays by input name, as ``--sample-inputs``
+        reads them); they fix the inputs' shapes and are what a probe run
+        feeds the model.
+    probe
+        When shape inference leaves an activation's size unknown, run the
+        model once in onnxruntime (see :mod:`partopt.probe`) and take the
+        observed shapes; without sample inputs it runs twice on different
+        random values, and a size that changes is left unsettled.
 
     Raises
     ------
@@ -760,7 +1044,7 @@ def load_graph(
     import onnx
 
     if not isinstance(path, (str, os.PathLike)):
-        return graph_from_model(path, input_shapes)
+        return graph_from_model(path, input_shapes, sample_inputs=sample_inputs, probe=probe)
     if not os.path.isfile(path):
         raise ModelError(f"model file {os.fspath(path)!r} not found")
     try:
@@ -776,7 +1060,14 @@ def load_graph(
             f"{os.fspath(path)!r} holds no graph nodes: it is not an ONNX model or is "
             "truncated; re-export it"
         )
-    return graph_from_model(model, input_shapes, name=model.graph.name or stem)
+    return graph_from_model(
+        model,
+        input_shapes,
+        name=model.graph.name or stem,
+        sample_inputs=sample_inputs,
+        model_dir=os.path.dirname(os.path.abspath(path)),
+        probe=probe,
+    )
 
 
 # -- the builder (after inference) ---------------------------------------------------
@@ -825,12 +1116,21 @@ def _analyse(g) -> tuple[list[list[str]], list[tuple[int, int]], list[int]]:
 
 
 def _build(
-    m, name: str, warnings: list[str], reads: list[list[str]], sub_params: list[tuple[int, int]]
+    m,
+    name: str,
+    warnings: list[str],
+    reads: list[list[str]],
+    sub_params: list[tuple[int, int]],
+    overrides: Mapping[str, tuple[int, tuple | None]] | None = None,
 ) -> LayerGraph:
-    """The layer graph of a shape-inferred model whose nodes are sorted."""
+    """The layer graph of a shape-inferred model whose nodes are sorted.
+
+    ``overrides`` are shapes measured by a probe run, which win over inference.
+    """
     g = m.graph
     shapes: dict[str, tuple[int, tuple | None]] = {}
     _collect_shapes(g, shapes)
+    shapes.update(overrides or {})
 
     def shape_of(t: str):
         s = shapes.get(t)

@@ -39,17 +39,87 @@ __all__ = [
     "min_max_partition",
     "original_min_sum_partition",
     "stage_fits_matrix",
+    "stage_windows",
 ]
 
 
+def stage_windows(
+    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool | str = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The valid stages for ``capacity_bytes`` as windows, ``O(B)`` memory.
+
+    Returns ``(ends, last_ok)``: a stage of blocks ``i..j`` that is not the
+    last one (``j < B - 1``) is valid iff ``i <= j <= ends[i]``; the last
+    stage ``i..B-1`` is valid iff ``last_ok[i]``. ``ends`` never decreases
+    with ``i`` (a stage that starts later needs no more memory), which is
+    what lets the partition DPs take window minima instead of scanning a
+    ``B x B`` table.
+
+    ``skip_block_memory`` charges stages as :func:`stage_fits_matrix` says
+    (``"after"``: blocks ``i+1..j``; ``True``/``"before"``: ``i..j-1`` for a
+    stage that is not the last one).
+    """
+    b = problem.num_blocks
+    far = farthest_ends(problem, capacity_bytes)
+    if skip_block_memory == "after":
+        # start i is charged from block i + 1 on; a one-block stage costs 0
+        ends = np.maximum(np.append(far[1:], b - 1), np.arange(b))
+        return np.minimum(ends, b - 2), ends >= b - 1
+    if skip_block_memory not in (False, True, "before"):
+        raise ValueError(
+            f"skip_block_memory must be False, True, 'before' or 'after', got {skip_block_memory!r}"
+        )
+    ends = far + 1 if skip_block_memory else far
+    return np.minimum(ends, b - 2), far >= b - 1
+
+
+def _windows_from_fits(fits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stage_windows` of a dense ``fits`` table; ``ValueError`` unless it has that shape."""
+    fits = np.asarray(fits, dtype=bool)
+    b = fits.shape[0]
+    if fits.shape != (b, b):
+        raise ValueError(f"fits must be a square table, got shape {fits.shape}")
+    idx = np.arange(b)
+    ends = np.full(b, -1)
+    for i in range(b - 1):
+        row = fits[i, i : b - 1]
+        stop = np.flatnonzero(~row)
+        ends[i] = i - 1 + (stop[0] if len(stop) else len(row))
+    ends = np.maximum(ends, idx - 1)
+    ends[b - 1 :] = b - 2
+    rebuilt = _fits_from_windows(ends, fits[:, b - 1])
+    if not np.array_equal(rebuilt, fits) or np.any(np.diff(ends) < 0):
+        raise ValueError(
+            "fits must describe windows: row i true exactly for i..end[i], end[i] non-decreasing"
+        )
+    return ends, fits[:, b - 1].copy()
+
+
+def _fits_from_windows(ends: np.ndarray, last_ok: np.ndarray) -> np.ndarray:
+    b = len(ends)
+    idx = np.arange(b)
+    fits = (idx[None, :] >= idx[:, None]) & (idx[None, :] <= ends[:, None])
+    fits[:, b - 1] = last_ok
+    return fits
+
+
 def stage_fits_matrix(
-    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool = False
+    problem: Problem, capacity_bytes: float, *, skip_block_memory: bool | str = False
 ) -> np.ndarray:
     """``fits[i, j]``: a stage of blocks ``i..j`` fits ``capacity_bytes`` (false for ``j < i``).
 
-    With ``skip_block_memory`` the original code's memory sum is used: a
-    stage that is not the last one is charged for blocks ``i..j-1`` only
-    (it summed ``partition_mems[i:j-1]``), so a one-block stage costs 0.
+    The dense ``B x B`` form of :func:`stage_windows` (same options), for
+    small chains and tests; the DPs here work on the windows.
+
+    ``skip_block_memory`` charges a stage less than its memory, as a defect:
+
+    * ``"after"`` (the original code's): every stage is charged for blocks
+      ``i+1..j`` only. Its ``partition_mems[k]`` covered the layers after
+      cut point ``k`` up to point ``k + 1`` and a stage ``(i, j)`` summed
+      ``partition_mems[i:j-1]``, so the segment right after each cut is
+      free, and a one-block stage costs 0;
+    * ``True`` or ``"before"``: a stage that is not the last one is charged
+      for blocks ``i..j-1`` only (the segment before each cut is free).
 
     Examples
     --------
@@ -61,16 +131,12 @@ def stage_fits_matrix(
     [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     >>> stage_fits_matrix(p, 2, skip_block_memory=True).astype(int).tolist()
     [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    >>> stage_fits_matrix(p, 2, skip_block_memory="after").astype(int).tolist()
+    [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
     """
-    b = problem.num_blocks
-    mem = problem.stage_memory_matrix
-    cap = capacity_bytes * (1 + 1e-9)
-    fits = mem <= cap
-    if skip_block_memory:
-        fits[:, : b - 1] = np.eye(b, dtype=bool)[:, : b - 1]
-        fits[:, 1 : b - 1] |= mem[:, : b - 2] <= cap
-        fits[np.tril_indices(b, -1)] = False
-    return fits
+    return _fits_from_windows(
+        *stage_windows(problem, capacity_bytes, skip_block_memory=skip_block_memory)
+    )
 
 
 def _allowed_mask(problem: Problem, allowed_cuts) -> np.ndarray:
@@ -83,26 +149,54 @@ def _allowed_mask(problem: Problem, allowed_cuts) -> np.ndarray:
     return allowed
 
 
+def _range_argmin(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``argmin(values[lo[j] : hi[j] + 1]) + lo[j]`` for every ``j`` (first minimum on ties).
+
+    A sparse table of argmins, ``O(B log B)``; requires ``lo <= hi``.
+    """
+    table = [np.arange(len(values))]
+    k = 1
+    while (1 << k) <= len(values):
+        prev, half = table[-1], 1 << (k - 1)
+        a, c = prev[: len(prev) - half], prev[half:]
+        table.append(np.where(values[a] <= values[c], a, c))
+        k += 1
+    span = hi - lo + 1
+    level = np.floor(np.log2(np.maximum(span, 1))).astype(int)
+    out = np.empty(len(lo), dtype=int)
+    for kk in np.unique(level):
+        sel = level == kk
+        a = table[kk][lo[sel]]
+        c = table[kk][hi[sel] - (1 << kk) + 1]
+        out[sel] = np.where(values[a] <= values[c], a, c)
+    return out
+
+
 def min_sum_partition(
     problem: Problem,
     capacity_bytes: float,
     max_stages: int,
     allowed_cuts=None,
     fits=None,
+    *,
+    windows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[int] | None:
     """Cuts of the partition with the smallest total transfer and at most ``max_stages`` stages.
 
     Every stage must fit ``capacity_bytes`` (memory model of ``problem``),
-    or, if given, satisfy ``fits`` (``fits[i, j]``: blocks ``i..j`` may form
-    a stage, see :func:`stage_fits_matrix`); only cuts where
-    ``allowed_cuts`` (boolean mask over the ``B - 1`` cuts) is true may be
-    taken. Among partitions with the same total, the one with
+    or, if given, lie in ``windows`` (see :func:`stage_windows`) or satisfy
+    ``fits`` (the same windows as a dense table, :func:`stage_fits_matrix`);
+    only cuts where ``allowed_cuts`` (boolean mask over the ``B - 1`` cuts)
+    is true may be taken. Among partitions with the same total, the one with
     fewer stages wins, then the one whose last stages start earliest.
 
     The DP runs over "at most ``s`` stages" for ``s = 1, 2, ...``:
     ``cost_s[j]`` is the least total transfer covering blocks ``0..j`` with
     at most ``s`` stages, so the stage limit is respected exactly; it stops
-    early once a round improves nothing (no later round can).
+    early once a round improves nothing (no later round can). The stages
+    that may end at block ``j`` start in a window ``[lo_j, j]``, so every
+    round is one range-minimum query per block: ``O(B log B)`` time and
+    memory per round, never a ``B x B`` table.
 
     Examples
     --------
@@ -118,19 +212,29 @@ def min_sum_partition(
         return None
     t = problem.transfer_bytes
     allowed = _allowed_mask(problem, allowed_cuts)
-    idx = np.arange(b)
-    if fits is None:
-        end = farthest_ends(problem, capacity_bytes)
-        fits = (idx[None, :] >= idx[:, None]) & (idx[None, :] <= end[:, None])
+    if windows is None:
+        windows = (
+            stage_windows(problem, capacity_bytes) if fits is None else _windows_from_fits(fits)
+        )
+    ends, last_ok = (np.asarray(w) for w in windows)
     if b == 1:
-        return [] if fits[0, 0] else None
+        return [] if last_ok[0] else None
     # Entering a stage that starts at block i > 0 costs the transfer of cut i - 1.
     enter = np.full(b, math.inf)
     enter[0] = 0.0
     enter[1:] = np.where(allowed, t, math.inf)
 
     inf = math.inf
-    cost = np.where(fits[0], 0.0, inf)  # at most one stage
+    idx = np.arange(b)
+    body = idx[: b - 1]  # stages ending before the last block
+    lo = np.searchsorted(ends, body, side="left")  # first start whose window reaches j
+    has_start = lo <= body
+    lo_q, hi_q = np.minimum(lo, body), body
+    last_starts = np.flatnonzero(last_ok)
+
+    cost = np.full(b, inf)  # at most one stage
+    cost[: b - 1] = np.where(ends[0] >= body, 0.0, inf)
+    cost[b - 1] = 0.0 if last_ok[0] else inf
     parents: list[np.ndarray] = [np.full(b, -1)]  # start block of the last stage, per round
     rounds = [cost]
     for _ in range(2, min(max_stages, b) + 1):
@@ -138,9 +242,13 @@ def min_sum_partition(
         before = np.full(b, inf)
         before[1:] = prev[:-1]  # cover 0..i-1, then cut i-1
         start_cost = before + enter  # a new stage starting at block i
-        total = np.where(fits, start_cost[:, None], inf)  # [i, j]
-        best_start = np.argmin(total, axis=0)
-        best = total[best_start, idx]
+        best_start = np.zeros(b, dtype=int)
+        best_start[: b - 1] = _range_argmin(start_cost, lo_q, hi_q)
+        best = np.full(b, inf)
+        best[: b - 1] = np.where(has_start, start_cost[best_start[: b - 1]], inf)
+        if len(last_starts):
+            k = int(last_starts[np.argmin(start_cost[last_starts])])
+            best_start[b - 1], best[b - 1] = k, start_cost[k]
         improved = best < prev
         if not improved.any():
             break
@@ -203,7 +311,7 @@ def original_min_sum_partition(
     max_stages: int,
     *,
     memo: dict | None = None,
-    skip_block_memory: bool = False,
+    skip_block_memory: bool | str = False,
 ) -> list[int] | None:
     """The original code's partition DP, defects included.
 
@@ -225,9 +333,11 @@ def original_min_sum_partition(
         dict to reproduce that (entries then ignore ``capacity_bytes``).
         ``None`` uses a fresh memo.
     skip_block_memory
-        The original summed block memory over ``partition_mems[i:j-1]`` for a
-        stage covering blocks ``i..j-1``: every stage but the last one leaves
-        out the memory of its last block (one block per cut).
+        The memory sum that leaves one block per stage uncharged, as the
+        original's ``partition_mems[i:j-1]`` did: ``"after"`` (the original's:
+        the first block of every stage, the segment right after its cut) or
+        ``True`` (the last block of every stage but the last); see
+        :func:`stage_fits_matrix`.
 
     Returns
     -------
@@ -238,7 +348,12 @@ def original_min_sum_partition(
     b = problem.num_blocks
     memo = {} if memo is None else memo
     t = problem.transfer_bytes
-    fits = stage_fits_matrix(problem, capacity_bytes, skip_block_memory=skip_block_memory)
+    win_end, last_ok = stage_windows(problem, capacity_bytes, skip_block_memory=skip_block_memory)
+
+    def stage_ends(i: int) -> list[int]:
+        """Last blocks ``j`` of the valid stages ``i..j``, in order."""
+        out = list(range(i, int(win_end[i]) + 1))
+        return [*out, b - 1] if last_ok[i] else out
 
     def continuation(i: int, j: int) -> tuple[tuple[int, ...], float] | None:
         """Stages i..j then the memoised rest, or None if the rest is impossible."""
@@ -256,7 +371,7 @@ def original_min_sum_partition(
             if i in memo:
                 stack.pop()
                 continue
-            ends = np.flatnonzero(fits[i, i:]) + i
+            ends = stage_ends(i)
             missing = [int(j) + 1 for j in ends if j < b - 1 and int(j) + 1 not in memo]
             if missing:
                 stack.extend(reversed(missing))
@@ -271,8 +386,7 @@ def original_min_sum_partition(
 
     best_starts: tuple[int, ...] = ()
     best_cost = math.inf
-    for j in np.flatnonzero(fits[0]):  # every first stage 0..j is a root of the original DAG
-        j = int(j)
+    for j in stage_ends(0):  # every first stage 0..j is a root of the original DAG
         if j < b - 1:
             fill(j + 1)
         cand = continuation(0, j)

@@ -9,6 +9,7 @@ objective, for computing).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,18 +94,24 @@ class Plan:
 
     @classmethod
     def from_dict(cls, stages: Sequence[dict], problem: Problem) -> Plan:
-        """Inverse of :meth:`to_dict`; nodes may be names or indices."""
+        """Inverse of :meth:`to_dict`; nodes may be names or indices (whole numbers, not ``0.5``)."""
         out = []
         for k, d in enumerate(stages):
-            try:
-                node = d["node"]
-                first, last = int(d["first_block"]), int(d["last_block"])
-            except (KeyError, TypeError, ValueError):
-                raise InvalidPlan(
-                    f"stage {k} needs 'node', 'first_block' and 'last_block'"
-                ) from None
+            if not isinstance(d, dict) or not {"node", "first_block", "last_block"} <= set(d):
+                raise InvalidPlan(f"stage {k} needs 'node', 'first_block' and 'last_block'")
+            for key in ("first_block", "last_block", "node"):
+                v = d[key]
+                if key == "node" and isinstance(v, str):
+                    continue
+                if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+                    raise InvalidPlan(
+                        f"stage {k}: {key} must be a whole number"
+                        + (" or a node name" if key == "node" else "")
+                        + f", got {v!r}"
+                    )
+            node = d["node"]
             idx = problem.cluster.index(node) if isinstance(node, str) else int(node)
-            out.append(Stage(first, last, idx))
+            out.append(Stage(int(d["first_block"]), int(d["last_block"]), idx))
         return cls(tuple(out))
 
 
@@ -142,6 +149,12 @@ class Evaluation:
 
 
 def _check(problem: Problem, plan: Plan) -> None:
+    if not isinstance(problem, Problem):
+        raise TypeError(
+            f"problem must be a partopt Problem, got {problem!r} ({type(problem).__name__})"
+        )
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan must be a partopt Plan, got {plan!r} ({type(plan).__name__})")
     b, n = problem.num_blocks, problem.num_nodes
     stages = plan.stages
     if not stages:

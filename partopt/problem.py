@@ -9,12 +9,17 @@ import numpy as np
 
 from partopt.chain import MEMORY_MODELS, TRANSFER_MODELS, Chain
 from partopt.cluster import Cluster
+from partopt.errors import PartoptError
 
-__all__ = ["OBJECTIVES", "Problem"]
+__all__ = ["ProblemError", "OBJECTIVES", "Problem"]
 
 OBJECTIVES = ("communication", "max")
 """``communication``: the paper's objective, the largest transfer time.
 ``max``: max(largest transfer time, largest stage compute time); needs speeds."""
+
+
+class ProblemError(PartoptError):
+    """A problem whose models or objective do not fit its chain and cluster."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,16 +53,27 @@ class Problem:
     objective: str = "communication"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.chain, Chain):
+            raise TypeError(
+                f"chain must be a partopt Chain, got {self.chain!r} ({type(self.chain).__name__})"
+            )
+        if not isinstance(self.cluster, Cluster):
+            raise TypeError(
+                f"cluster must be a partopt Cluster, got {self.cluster!r} "
+                f"({type(self.cluster).__name__})"
+            )
         if self.memory not in MEMORY_MODELS:
-            raise ValueError(f"unknown memory model {self.memory!r}; choose one of {MEMORY_MODELS}")
+            raise ProblemError(
+                f"unknown memory model {self.memory!r}; choose one of {MEMORY_MODELS}"
+            )
         if self.transfer not in TRANSFER_MODELS:
-            raise ValueError(
+            raise ProblemError(
                 f"unknown transfer model {self.transfer!r}; choose one of {TRANSFER_MODELS}"
             )
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
+            raise ProblemError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
         if self.objective == "max" and self.cluster.flops_per_s is None:
-            raise ValueError(
+            raise ProblemError(
                 "objective 'max' needs compute speeds: give flops_per_s for every cluster node"
             )
 

@@ -22,7 +22,6 @@ options their signature names.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Iterable
@@ -76,8 +75,8 @@ def check_replan_method(method: str) -> None:
 
 def _accepted(method: str, options: dict) -> dict:
     """The entries of ``options`` that ``method``'s function names as parameters."""
-    params = inspect.signature(solvers.get(method).fn).parameters
-    return {k: v for k, v in options.items() if k in params}
+    known = solvers.option_names(method)
+    return {k: v for k, v in options.items() if k in known}
 
 
 @dataclass

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from partopt import bounds, solvers
+from partopt._checks import check_int, check_real
 from partopt.feasibility import infeasibility_reason, min_uniform_capacity
 from partopt.plan import Evaluation, InvalidPlan, Plan, evaluate
 from partopt.problem import Problem
@@ -108,6 +109,30 @@ def gap(objective_s: float | None, bound_s: float | None) -> float | None:
     return max(0.0, (objective_s - bound_s) / objective_s)
 
 
+def _checked_arguments(problem, method, time_limit_s, seed, options):
+    """The solver entry and the time limit (``inf`` -> ``None``) after checking every argument."""
+    if not isinstance(problem, Problem):
+        raise TypeError(
+            f"problem must be a partopt Problem, got {problem!r} ({type(problem).__name__})"
+        )
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a method name (str), got {method!r}")
+    info_ = solvers.get(method)
+    if time_limit_s is not None:
+        time_limit_s = check_real(time_limit_s, "time_limit_s", minimum=0.0, allow_inf=True)
+        if math.isinf(time_limit_s):
+            time_limit_s = None
+    check_int(seed, "seed", minimum=0)
+    known = solvers.option_names(method)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(
+            f"method {method!r} has no option {unknown[0]!r}; "
+            f"its options are {', '.join(sorted(known)) or '(none)'}"
+        )
+    return info_, time_limit_s
+
+
 def solve(
     problem: Problem,
     method: str = "exact",
@@ -134,8 +159,13 @@ def solve(
     >>> r = solve(p, "brute")
     >>> r.status, r.bottleneck_s, r.plan.cuts
     ('optimal', 1.0, (0,))
+
+    Arguments are checked here, before any solver runs: ``time_limit_s``
+    must be ``None`` or a number of seconds >= 0 (``inf`` means no
+    limit), ``seed`` a non-negative integer, and every keyword option one
+    that ``method`` takes (``TypeError`` names the unknown one).
     """
-    info_ = solvers.get(method)
+    info_, time_limit_s = _checked_arguments(problem, method, time_limit_s, seed, options)
     reason = infeasibility_reason(problem)
     if reason is not None:
         return Result(
@@ -170,7 +200,16 @@ def solve(
     info = dict(out.info)
     status = out.status
     if status == "infeasible":
-        info.setdefault("min_capacity_bytes", min_uniform_capacity(problem))
+        need = min_uniform_capacity(problem)
+        if float(problem.cluster.memory_bytes.min()) >= need:
+            # Every node already has what memory needs: more memory is not the fix.
+            why = info.get("reason") or "no plan fits the links"
+            info["reason"] = (
+                f"{why}; memory is not what is missing (every node has the {need:.0f} bytes "
+                "a plan needs): the links do not join the nodes a plan needs"
+            )
+        else:
+            info.setdefault("min_capacity_bytes", need)
         return Result(method, status, None, None, math.inf, None, runtime, info)
 
     evaluation = None

@@ -289,3 +289,268 @@ def random_source() -> onnx.ModelProto:
         helper.make_node("Add", ["b", "noise"], ["Y"], name="add"),
     ]
     return _rows("random_source", nodes, ["Y"])
+
+
+# -- sizes that static shape inference cannot follow ------------------------------------------
+# Each has real (seeded random) weights, so that it runs in onnxruntime as it is.
+
+
+def _w(name: str, shape: tuple[int, ...], seed: int = 0) -> TensorProto:
+    rng = np.random.default_rng(seed)
+    return numpy_helper.from_array(
+        rng.normal(0, 1 / np.sqrt(shape[0]), size=shape).astype(np.float32), name
+    )
+
+
+def _ints(name: str, values) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
+
+
+def _ms_model(graph: onnx.GraphProto, *domains: str) -> onnx.ModelProto:
+    opsets = [helper.make_opsetid("", 17)] + [helper.make_opsetid(d, 1) for d in domains]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def shape_gather_slice() -> onnx.ModelProto:
+    """``h = X @ W`` [1,6,8]; its second dim is read by ``Shape -> Gather``, halved, and
+    ``Unsqueeze``d into the end of a ``Slice`` of ``h`` -> [1,3,8] -> ``Relu`` -> @ W2 -> Y [1,3,4].
+    """
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["h"], name="mm"),
+        helper.make_node("Shape", ["h"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "one"], ["d"], name="gather", axis=0),
+        helper.make_node("Div", ["d", "two"], ["half"], name="div"),
+        helper.make_node("Unsqueeze", ["half", "zero1"], ["end"], name="unsqueeze"),
+        helper.make_node("Slice", ["h", "zero1", "end", "one1"], ["sl"], name="slice"),
+        helper.make_node("Relu", ["sl"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "W2"], ["Y"], name="mm2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "shape_gather_slice",
+        [helper.make_tensor_value_info("X", F, [1, 6, 8])],
+        [helper.make_tensor_value_info("Y", F, None)],
+        [_w("W", (8, 8)), _w("W2", (8, 4), 1), _ints("one", 1), _ints("two", 2),
+         _ints("zero1", [0]), _ints("one1", [1])],
+    )  # fmt: skip
+    return _model(g)
+
+
+def reshape_from_shape() -> onnx.ModelProto:
+    """``h = X @ W`` [1,4,6] reshaped to ``Concat(Shape(h)[:1], [-1])`` = [1,24], then @ W2 [24,5]."""
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["h"], name="mm"),
+        helper.make_node("Shape", ["h"], ["s"], name="shape"),
+        helper.make_node("Slice", ["s", "zero1", "one1"], ["lead"], name="lead"),
+        helper.make_node("Concat", ["lead", "minus1"], ["target"], name="target", axis=0),
+        helper.make_node("Reshape", ["h", "target"], ["flat"], name="reshape"),
+        helper.make_node("Sigmoid", ["flat"], ["a"], name="act"),
+        helper.make_node("MatMul", ["a", "W2"], ["Y"], name="mm2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "reshape_from_shape",
+        [helper.make_tensor_value_info("X", F, [1, 4, 6])],
+        [helper.make_tensor_value_info("Y", F, None)],
+        [_w("W", (6, 6)), _w("W2", (24, 5), 1), _ints("zero1", [0]), _ints("one1", [1]),
+         _ints("minus1", [-1])],
+    )  # fmt: skip
+    return _model(g)
+
+
+def expand_constant_of_shape() -> onnx.ModelProto:
+    """``h = X @ W`` [1,4]; ``ConstantOfShape(Concat([3], Shape(h)))`` [3,1,4] of 0.5,
+    ``Expand(h, Shape(c))`` [3,1,4], ``Mul`` -> Y."""
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["h"], name="mm"),
+        helper.make_node("Shape", ["h"], ["s"], name="shape"),
+        helper.make_node("Concat", ["three", "s"], ["cs"], name="dims", axis=0),
+        helper.make_node("ConstantOfShape", ["cs"], ["c"], name="fill",
+                         value=numpy_helper.from_array(np.array([0.5], np.float32))),
+        helper.make_node("Shape", ["c"], ["cshape"], name="cshape"),
+        helper.make_node("Expand", ["h", "cshape"], ["e"], name="expand"),
+        helper.make_node("Tanh", ["e"], ["t"], name="tanh"),
+        helper.make_node("Mul", ["t", "c"], ["Y"], name="mul"),
+    ]  # fmt: skip
+    g = helper.make_graph(
+        nodes,
+        "expand_constant_of_shape",
+        [helper.make_tensor_value_info("X", F, [1, 4])],
+        [helper.make_tensor_value_info("Y", F, None)],
+        [_w("W", (4, 4)), _ints("three", [3])],
+    )
+    return _model(g)
+
+
+def range_from_input() -> onnx.ModelProto:
+    """``Range(0, n, 1)`` with ``n`` an int64 scalar input: a length set by an input *value*.
+
+    ``h = sum(X @ W)``; ``Y = Relu(Cast(Range(0, n)) * h)`` [n].
+    """
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["h"], name="mm"),
+        helper.make_node("ReduceSum", ["h"], ["hs"], name="sum", keepdims=0),
+        helper.make_node("Range", ["zero", "n", "one"], ["r"], name="range"),
+        helper.make_node("Cast", ["r"], ["rf"], name="cast", to=F),
+        helper.make_node("Mul", ["rf", "hs"], ["m"], name="mul"),
+        helper.make_node("Relu", ["m"], ["Y"], name="relu"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "range_from_input",
+        [
+            helper.make_tensor_value_info("X", F, [1, 8]),
+            helper.make_tensor_value_info("n", TensorProto.INT64, []),
+        ],
+        [helper.make_tensor_value_info("Y", F, None)],
+        [_w("W", (8, 8)), _ints("zero", 0), _ints("one", 1)],
+    )
+    return _model(g)
+
+
+def loop_scan_output() -> onnx.ModelProto:
+    """A ``Loop`` of 3 iterations stacking ``tanh(state @ W)`` [1,4] as a scan output
+    [3,1,4] (static inference leaves its first dimension unknown), then ``Relu``, @ W2."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep"),
+            helper.make_node("MatMul", ["state_in", "W"], ["mm"], name="body_mm"),
+            helper.make_node("Tanh", ["mm"], ["state_out"], name="body_tanh"),
+            helper.make_node("Identity", ["state_out"], ["scan_out"], name="body_scan"),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_in", F, [1, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_out", F, [1, 4]),
+            helper.make_tensor_value_info("scan_out", F, None),
+        ],
+    )
+    nodes = [
+        helper.make_node("Relu", ["X"], ["x0"], name="pre"),
+        helper.make_node("Loop", ["trips", "cond"], [], name="loop", body=body),
+        helper.make_node("Relu", ["stacked"], ["r"], name="post"),
+        helper.make_node("MatMul", ["r", "W2"], ["Y"], name="mm2"),
+    ]
+    nodes[1].input.append("x0")
+    nodes[1].output.extend(["final", "stacked"])
+    g = helper.make_graph(
+        nodes,
+        "loop_scan_output",
+        [helper.make_tensor_value_info("X", F, [1, 4])],
+        [
+            helper.make_tensor_value_info("Y", F, None),
+            helper.make_tensor_value_info("final", F, None),
+        ],
+        [
+            _w("W", (4, 4)),
+            _w("W2", (4, 2), 1),
+            _ints("trips", 3),
+            numpy_helper.from_array(np.array(True), "cond"),
+        ],
+    )
+    return _model(g)
+
+
+def unused_input() -> onnx.ModelProto:
+    """``Y = relu(X @ W) @ W2``; a second declared input ``Z`` [1,3] that no node reads."""
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["h"], name="mm"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "W2"], ["Y"], name="mm2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "unused_input",
+        [
+            helper.make_tensor_value_info("X", F, [1, 4]),
+            helper.make_tensor_value_info("Z", F, [1, 3]),
+        ],
+        [helper.make_tensor_value_info("Y", F, [1, 2])],
+        [_w("W", (4, 4)), _w("W2", (4, 2), 1)],
+    )
+    return _model(g)
+
+
+def scatter_index() -> onnx.ModelProto:
+    """Integer inputs that index: ``ids`` [1,5] into an embedding table [50,8] (``Gather``)
+    and ``slots`` [1,3] into the 10 slots of ``h`` [1,10] (``ScatterElements``, axis 1)."""
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed", axis=0),
+        helper.make_node("ReduceMean", ["emb"], ["pooled"], name="pool", axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "W"], ["h"], name="mm"),
+        helper.make_node("Cast", ["slots"], ["slots64"], name="cast", to=TensorProto.INT64),
+        helper.make_node("ScatterElements", ["h", "slots64", "upd"], ["sc"], name="scatter",
+                         axis=1),
+        helper.make_node("Relu", ["sc"], ["Y"], name="relu"),
+    ]  # fmt: skip
+    g = helper.make_graph(
+        nodes,
+        "scatter_index",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5]),
+            helper.make_tensor_value_info("slots", TensorProto.INT32, [1, 3]),
+            helper.make_tensor_value_info("upd", F, [1, 3]),
+        ],
+        [helper.make_tensor_value_info("Y", F, [1, 10])],
+        [_w("table", (50, 8)), _w("W", (8, 10), 1)],
+    )
+    return _model(g)
+
+
+def microsoft_op() -> onnx.ModelProto:
+    """``Y = Gelu(X @ W) @ W2`` with ``Gelu`` from the ``com.microsoft`` domain, whose
+    output shape ONNX's own inference does not know."""
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["h"], name="mm"),
+        helper.make_node("Gelu", ["h"], ["g"], name="gelu", domain="com.microsoft"),
+        helper.make_node("MatMul", ["g", "W2"], ["Y"], name="mm2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "microsoft_op",
+        [helper.make_tensor_value_info("X", F, [1, 6])],
+        [helper.make_tensor_value_info("Y", F, None)],
+        [_w("W", (6, 6)), _w("W2", (6, 3), 1)],
+    )
+    return _ms_model(g, "com.microsoft")
+
+
+def if_on_sample_rate() -> onnx.ModelProto:
+    """``If(sr == 16000)``: the then-branch keeps ``h = X @ W`` [1,8], the else-branch
+    concatenates it twice [1,16]; ``Y = Relu(.)``. Which size is right depends on the
+    *value* of the int64 scalar input ``sr``."""
+    then_g = helper.make_graph(
+        [helper.make_node("Identity", ["h"], ["b"], name="keep")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("b", F, None)],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Concat", ["h", "h"], ["b2"], name="twice", axis=1)],
+        "else",
+        [],
+        [helper.make_tensor_value_info("b2", F, None)],
+    )
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["h"], name="mm"),
+        helper.make_node("Equal", ["sr", "rate"], ["is16k"], name="is16k"),
+        helper.make_node("If", ["is16k"], ["branch"], name="by_rate", then_branch=then_g,
+                         else_branch=else_g),
+        helper.make_node("Relu", ["branch"], ["Y"], name="relu"),
+    ]  # fmt: skip
+    g = helper.make_graph(
+        nodes,
+        "if_on_sample_rate",
+        [
+            helper.make_tensor_value_info("X", F, [1, 8]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [helper.make_tensor_value_info("Y", F, None)],
+        [_w("W", (8, 8)), _ints("rate", 16000)],
+    )
+    return _model(g)

@@ -203,3 +203,31 @@ def test_bundled_model_solves_with_default_method(capsys):
     doc = json.loads(out)
     assert code == 0 and doc["method"] == "exact" and doc["status"] == "optimal"
     assert doc["gap"] == 0 and len(doc["stages"]) >= 2
+
+
+def test_only_user_errors_become_one_line_messages(monkeypatch, capsys):
+    """A PartoptError is the user's (one line, exit 1); a bare ValueError is a bug and propagates."""
+    import partopt.cli.plan as plan_cli
+    from partopt.errors import PartoptError
+
+    def user_error(args):
+        raise PartoptError("the cluster file names no nodes\nsecond line")
+
+    monkeypatch.setattr(plan_cli, "cmd_methods", user_error)
+    assert main(["methods"]) == 1
+    assert capsys.readouterr().err == "partopt: error: the cluster file names no nodes\n"
+
+    def bug(args):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(plan_cli, "cmd_methods", bug)
+    with pytest.raises(ValueError, match="internal invariant"):
+        main(["methods"])
+
+
+def test_usage_errors_are_one_line_with_exit_1(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["solve", "m.onnx", "--seed", "x"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --seed" in err and "--help" in err

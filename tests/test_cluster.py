@@ -145,3 +145,99 @@ def test_json_file_shape_is_documented_shape(tmp_path):
     doc = json.loads((tmp_path / "c.json").read_text())
     assert set(doc) == {"nodes", "bandwidth_mbps"}
     assert doc["nodes"][0] == {"name": "n0", "memory_bytes": 128 * MB}
+
+
+# -- strict files and arguments ------------------------------------------------
+
+
+def _two_nodes(**node_extra) -> dict:
+    return {
+        "nodes": [{"name": "a", "memory_bytes": 8, **node_extra}, {"name": "b", "memory_bytes": 8}],
+        "bandwidth_mbps": [[0, 1], [1, 0]],
+    }
+
+
+@pytest.mark.parametrize(
+    "data, fragments",
+    [
+        ({**_two_nodes(), "latency": 1}, ['unknown key "latency"', "latency_s", "nodes"]),
+        (_two_nodes(memory_byte=8), ['"memory_byte"', 'did you mean "memory_bytes"']),
+        (_two_nodes(flops_per_sec=1e9), ['"flops_per_sec"', 'did you mean "flops_per_s"']),
+    ],
+)
+def test_unknown_keys_are_refused_with_the_known_ones(data, fragments):
+    with pytest.raises(ClusterError) as err:
+        Cluster.from_dict(data)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["10", True, None])
+@pytest.mark.parametrize("key", ["memory_bytes", "flops_per_s"])
+def test_node_numbers_must_be_numbers(key, value):
+    data = _two_nodes()
+    for node in data["nodes"]:
+        node[key] = 8 if key == "memory_bytes" else 1e9
+    data["nodes"][0][key] = value
+    with pytest.raises(ClusterError, match=f"node 'a': {key} must be a number, got "):
+        Cluster.from_dict(data)
+
+
+@pytest.mark.parametrize("value", ["10", True, None])
+def test_matrix_entries_must_be_numbers(value):
+    data = _two_nodes()
+    data["bandwidth_mbps"][0][1] = value
+    with pytest.raises(ClusterError, match='"bandwidth_mbps" row 0, column 1 must be a number'):
+        Cluster.from_dict(data)
+
+
+@pytest.mark.parametrize("name", [True, None, 10])
+def test_names_must_be_strings(name):
+    data = _two_nodes()
+    data["nodes"][0]["name"] = name
+    with pytest.raises(ClusterError, match="names must be strings"):
+        Cluster.from_dict(data)
+
+
+def test_python_constructor_refuses_strings_and_bools():
+    with pytest.raises(ClusterError, match="memory_bytes must hold numbers only"):
+        Cluster(("a",), ["10"], [[0]])
+    with pytest.raises(ClusterError, match="bandwidth_mbps must hold numbers only"):
+        Cluster(("a", "b"), [1, 1], [[False, True], [True, False]])
+
+
+def test_latency_matrix_is_validated_and_kept(tmp_path):
+    data = {**_two_nodes(), "latency_s": [[5, 0.002], [0.003, 0]]}
+    c = Cluster.from_dict(data)
+    assert c.latency_s is not None and c.latency_s.tolist() == [[0, 0.002], [0.003, 0]]
+    assert Cluster.uniform(2, memory_bytes=1, bandwidth_mbps=1).latency_s is None
+    c.save(tmp_path / "c.json")
+    assert Cluster.load(tmp_path / "c.json").latency_s.tolist() == c.latency_s.tolist()
+    assert c.subset([1, 0]).latency_s.tolist() == [[0, 0.003], [0.002, 0]]
+    for bad, fragment in (
+        ([[0, -1], [0, 0]], ">= 0"),
+        ([[0, float("inf")], [0, 0]], "finite"),
+        ([[0, 1]], "square 2x2"),
+    ):
+        with pytest.raises(ClusterError, match=fragment):
+            Cluster.from_dict({**_two_nodes(), "latency_s": bad})
+
+
+@pytest.mark.parametrize(
+    "call, error, fragment",
+    [
+        (lambda: Cluster.uniform(-2, memory_bytes=1, bandwidth_mbps=1), ValueError, "num_nodes"),
+        (lambda: Cluster.uniform(2.5, memory_bytes=1, bandwidth_mbps=1), TypeError, "num_nodes"),
+        (lambda: Cluster.uniform(2, memory_bytes="1", bandwidth_mbps=1), TypeError, "memory_bytes"),
+        (lambda: Cluster.uniform(2, memory_bytes=1, bandwidth_mbps=-1), ValueError, "bandwidth"),
+        (lambda: paper_cluster(2.5, 64), TypeError, "num_nodes"),
+        (lambda: paper_cluster(0, 64), ValueError, "num_nodes"),
+        (lambda: paper_cluster(3, float("nan")), ValueError, "capacity_mb"),
+        (lambda: paper_cluster(3, 64, seed=-1), ValueError, "seed"),
+        (lambda: grid_cluster(2, 0, 64), ValueError, "cols"),
+        (lambda: ring_cluster(True, 64), TypeError, "num_nodes"),
+    ],
+)
+def test_generator_arguments_are_checked_by_name(call, error, fragment):
+    with pytest.raises(error, match=fragment):
+        call()

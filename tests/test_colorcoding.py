@@ -112,3 +112,16 @@ def test_allowed_positions_and_fixed_ends():
     assert find_path(adj, 3, allowed=allowed).path in ([0, 2, 1], [0, 2, 3])
     assert find_path(adj, 3, allowed=allowed, end=3).path == [0, 2, 3]
     assert find_path(adj, 3, allowed=allowed, start=1).path is None
+
+
+def test_find_path_gives_up_at_its_deadline():
+    import time
+
+    from partopt.colorcoding import find_path
+
+    # two separate 4-cliques hold no path of 5 vertices; without the shortcuts every trial
+    # would run, but a deadline in the past stops after the first batch
+    adj = np.zeros((8, 8), dtype=bool)
+    adj[:4, :4] = adj[4:, 4:] = True
+    r = find_path(adj, 5, stop_early=False, max_trials=10**6, deadline=time.perf_counter() - 1)
+    assert r.how == "time limit" and not r.proven and r.trials < 10**6

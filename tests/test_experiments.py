@@ -74,7 +74,7 @@ def test_grid_expands_deterministically_with_option_lists():
                 "capacity_mb": [64, 128],
                 "nodes": [3],
                 "seeds": {"start": 4, "count": 2},
-                "methods": ["random", {"name": "brute", "bogus_option": [1, 2]}],
+                "methods": ["random", {"name": "seifer", "num_classes": [1, 2]}],
             },
             # the second grid repeats one instance; its runs are not duplicated
             {
@@ -93,7 +93,7 @@ def test_grid_expands_deterministically_with_option_lists():
     first = runs[0]
     assert first.instance.seed == 4 and first.solver_seed == 4 and first.time_limit_s == 5
     assert first.key.endswith("|cap=64MB|N=3|seed=4|random|tl=5|s=4")
-    assert [r.key.split("|")[-2] for r in runs[1:3]] == ["bogus_option=1", "bogus_option=2"]
+    assert [r.key.split("|")[-2] for r in runs[1:3]] == ["num_classes=1", "num_classes=2"]
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_bad_configs_give_one_line_errors(tmp_path, text, message):
 
 
 def test_cli_reports_unregistered_method_in_one_line(tmp_path, capsys):
-    from partopt.cli_experiments import main
+    from partopt.cli import main
 
     cfg = write(
         tmp_path,
@@ -139,7 +139,9 @@ def test_cli_reports_unregistered_method_in_one_line(tmp_path, capsys):
     )
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "r.jsonl")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("partopt: method 'seifer-v9' is not registered") and "\n" not in err
+    assert (
+        err.startswith("partopt: error: method 'seifer-v9' is not registered") and "\n" not in err
+    )
 
 
 def test_yaml_config_equals_toml(tmp_path):
@@ -205,7 +207,7 @@ def test_record_fields_match_the_solve(tmp_path):
 
 
 def test_two_instance_sweep_then_report(tmp_path):
-    from partopt.cli_experiments import main
+    from partopt.cli import main
     from partopt.report import load_records
 
     pytest.importorskip("matplotlib")  # the report draws figures
@@ -248,7 +250,7 @@ def test_sigkilled_sweep_resumes_with_nothing_lost_or_duplicated(tmp_path):
     cfg = load_config(cfg_path)
     out = tmp_path / "killable.jsonl"
     script = (
-        "import sys; from partopt.cli_experiments import main; "
+        "import sys; from partopt.cli import main; "
         f"sys.exit(main(['sweep', {str(cfg_path)!r}, '--out', {str(out)!r}, '--jobs', '2', '-q']))"
     )
     proc = subprocess.Popen(
@@ -370,7 +372,7 @@ def test_seifer_original_replays_the_leaky_memo_deterministically():
 
 
 def test_a_run_that_overruns_is_stopped_and_recorded_as_an_error(monkeypatch):
-    import partopt.experiments as ex
+    import partopt.experiments.runner as ex
     from partopt import solvers
 
     if not hasattr(signal, "setitimer"):

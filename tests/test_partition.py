@@ -17,10 +17,11 @@ from partopt.partition import (
     min_sum_partition,
     original_min_sum_partition,
     stage_fits_matrix,
+    stage_windows,
 )
 from partopt.problem import Problem
 
-from .strategies import chains
+from .strategies import chains, problems
 
 
 def _problem(memory, transfers) -> Problem:
@@ -160,3 +161,46 @@ def test_one_block_and_one_stage(fn):
     assert fn(p, 1, 2) == [0]
     assert fn(p, 1, 1) is None
     assert math.isfinite(p.stage_memory(0, 1))
+
+
+def _no_dense_table(self):
+    raise AssertionError("the B x B stage-memory table was built")
+
+
+@pytest.mark.parametrize("method", ["greedy", "seifer", "local-search", "random"])
+def test_heuristics_never_build_the_dense_stage_table(monkeypatch, method):
+    # A 20,000-block chain made greedy, seifer and local-search allocate B x B tables;
+    # a small chain stands in: the table must simply never be asked for.
+    from partopt import solve
+    from partopt.problem import Problem as P
+
+    monkeypatch.setattr(P, "stage_memory_matrix", property(_no_dense_table))
+    rng = np.random.default_rng(1)
+    p = Problem(
+        Chain.from_arrays(rng.uniform(1, 3, 40), rng.uniform(1e5, 1e6, 39)),
+        Cluster.uniform(6, memory_bytes=20, bandwidth_mbps=5.0),
+    )
+    assert solve(p, method).status in ("feasible", "optimal")
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(max_blocks=7, max_nodes=4), st.booleans())
+def test_windows_match_the_dense_table(p, skip):
+    cap = float(p.cluster.memory_bytes.min())
+    ends, last_ok = stage_windows(p, cap, skip_block_memory=skip)
+    fits = stage_fits_matrix(p, cap, skip_block_memory=skip)
+    mem = p.stage_memory_matrix
+    b = p.num_blocks
+    for i in range(b):
+        for j in range(b):
+            if j < i:
+                want = False
+            elif j == b - 1 or not skip:
+                want = bool(mem[i, j] <= cap * (1 + 1e-9))
+            else:
+                want = j == i or bool(mem[i, j - 1] <= cap * (1 + 1e-9))
+            assert fits[i, j] == want
+    # the dense form gives the DP the same windows back
+    assert min_sum_partition(p, cap, p.num_nodes, fits=fits) == min_sum_partition(
+        p, cap, p.num_nodes, windows=(ends, last_ok)
+    )

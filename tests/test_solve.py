@@ -128,7 +128,9 @@ def test_missing_links_make_brute_infeasible():
     )
     r = solve(p, "brute")
     assert r.status == "infeasible"
-    assert solve(p, "random").status == "no_solution"
+    # no links at all is a certificate every method gets before running
+    r = solve(p, "random")
+    assert r.status == "infeasible" and "no links" in r.info["reason"]
 
 
 def test_brute_refuses_large_instances():
@@ -173,3 +175,73 @@ def test_wrong_claim_is_caught(monkeypatch):
     )
     r = solve(p, "liar")
     assert r.status == "error" and "evaluates to 1.0" in r.info["error"]
+
+
+# -- arguments checked at the boundary ------------------------------------------------
+
+
+def _tiny_problem() -> Problem:
+    return Problem(
+        Chain.from_arrays([3, 3, 3], [1e6, 2e6]),
+        Cluster.uniform(3, memory_bytes=6, bandwidth_mbps=8.0),
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        ({"time_limit_s": "10"}, TypeError, "time_limit_s must be a number"),
+        ({"time_limit_s": float("nan")}, ValueError, "time_limit_s"),
+        ({"time_limit_s": -1}, ValueError, "time_limit_s must be a number >= 0"),
+        ({"seed": -1}, ValueError, "seed must be at least 0"),
+        ({"seed": 1.5}, TypeError, "seed must be an integer"),
+        ({"bogus": 1}, TypeError, "no option 'bogus'"),
+    ],
+)
+@pytest.mark.parametrize("method", ["exact", "milp", "greedy", "seifer"])
+def test_bad_arguments_are_refused_before_solving(method, kwargs, error, fragment):
+    with pytest.raises(error, match=fragment):
+        solve(_tiny_problem(), method, **kwargs)
+
+
+def test_problem_must_be_a_problem():
+    with pytest.raises(TypeError, match="problem must be a partopt Problem, got None"):
+        solve(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="method must be a method name"):
+        solve(_tiny_problem(), 3)  # type: ignore[arg-type]
+
+
+def test_problem_checks_its_parts():
+    cluster = Cluster.uniform(2, memory_bytes=6, bandwidth_mbps=8.0)
+    with pytest.raises(TypeError, match="chain must be a partopt Chain, got 'x'"):
+        Problem("x", cluster)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cluster must be a partopt Cluster"):
+        Problem(Chain.from_arrays([1, 1], [1.0]), None)  # type: ignore[arg-type]
+
+
+def test_infinite_time_limit_means_no_limit():
+    r = solve(_tiny_problem(), "exact", time_limit_s=float("inf"))
+    assert r.status == "optimal"
+
+
+# -- infeasible: say what is missing ------------------------------------------------------
+
+
+def test_no_links_says_the_links_are_missing():
+    chain = Chain.from_arrays([3, 3, 3], [1e6, 2e6])
+    r = solve(Problem(chain, Cluster(("a", "b", "c"), [6, 6, 6], np.zeros((3, 3)))), "exact")
+    assert r.status == "infeasible"
+    assert "no links" in r.info["reason"] and "whole chain must run on one node" in r.info["reason"]
+    assert r.info["min_capacity_bytes"] == 9  # the whole chain on one node, not one stage's 6
+
+
+@pytest.mark.parametrize("method", ["exact", "milp"])
+def test_links_too_few_for_a_path_are_named_not_memory(method):
+    # a star: any path has at most 3 nodes, the chain needs 4 stages, memory is plenty per stage
+    bw = np.zeros((4, 4))
+    bw[0, 1:] = bw[1:, 0] = 5.0
+    chain = Chain.from_arrays([2, 2, 2, 2], [1e6, 1e6, 1e6])
+    r = solve(Problem(chain, Cluster(("a", "b", "c", "d"), [2, 2, 2, 2], bw)), method)
+    assert r.status == "infeasible"
+    assert "memory is not what is missing" in r.info["reason"]
+    assert "min_capacity_bytes" not in r.info

@@ -10,6 +10,7 @@ function with :func:`register`; every module here is imported on first use.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,17 +21,23 @@ from partopt.plan import Plan
 __all__ = [
     "STATUSES",
     "SolverRefused",
+    "UnknownMethod",
     "SolverOutput",
     "SolverInfo",
     "register",
     "get",
     "available",
+    "option_names",
 ]
 
 STATUSES = ("optimal", "feasible", "infeasible", "no_solution", "error")
 """optimal: proven optimum; feasible: a plan without proof (with a bound if any);
 infeasible: proven that no valid plan exists; no_solution: none found, nothing proven;
 error: the solver failed (the reason is in ``info["error"]``)."""
+
+
+class UnknownMethod(PartoptError):
+    """A method name no solver is registered under."""
 
 
 class SolverRefused(PartoptError):
@@ -102,6 +109,22 @@ def get(name: str) -> SolverInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise UnknownMethod(
             f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}"
         ) from None
+
+
+def option_names(name: str) -> frozenset[str]:
+    """Keyword options method ``name`` takes besides ``time_limit_s`` and ``seed``.
+
+    Read from the solver function's signature (a catch-all ``**_`` takes
+    nothing): :func:`partopt.solve.solve` refuses any other option.
+
+    Examples
+    --------
+    >>> sorted(option_names("greedy"))
+    ['partition']
+    """
+    params = inspect.signature(get(name).fn).parameters.values()
+    named = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return frozenset(named - {"problem", "time_limit_s", "seed"})

@@ -28,15 +28,43 @@ is needed and the bound is 0, which is why it scales so badly.
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 
 from partopt.highs import DEFAULT_THREADS, solve_model
 from partopt.plan import MEMORY_TOLERANCE, Plan, Stage
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
+from partopt.solvers._limits import (
+    OutOfTime,
+    check_time_left,
+    refuse_if_dense,
+    refuse_if_model_too_large,
+)
 from partopt.solvers.milp import plan_value_s, transfer_times
 
-__all__ = ["build", "extract_plan", "solve_direct_milp"]
+__all__ = ["build", "extract_plan", "model_items", "solve_direct_milp"]
+
+
+def model_items(problem: Problem) -> int:
+    """Variables plus constraints of :func:`build`'s model, counted without building it."""
+    b, n = problem.num_blocks, problem.num_nodes
+    links = (b - 1) * int(np.count_nonzero(problem.cluster.bandwidth_mbps > 0))
+    variables = b * n + links + n + 1
+    constraints = b + (b - 1) * n + 2 * links + 3 * n + b * n + (b - 1)
+    return variables + constraints
+
+
+def _check_size(problem: Problem) -> int:
+    """Refuse instances too large for the model; return its size (see :func:`model_items`)."""
+    b, n = problem.num_blocks, problem.num_nodes
+    instead = "exact, or a heuristic (greedy, local-search)"
+    refuse_if_dense("direct_milp", "transfer-time table", (max(b - 1, 1), n, n), instead)
+    items = model_items(problem)
+    refuse_if_model_too_large("direct_milp", items, f"{b} blocks x {n} nodes", instead)
+    return items
 
 
 def build(problem: Problem):
@@ -148,10 +176,25 @@ def solve_direct_milp(
     log: bool = False,
     **_,
 ) -> SolverOutput:
-    """Build the layered-flow MILP and solve it with HiGHS (gap 0)."""
+    """Build the layered-flow MILP and solve it with HiGHS (gap 0).
+
+    The time limit covers building the model: one that cannot be built and
+    loaded in time is not started (``no_solution``, see
+    :mod:`partopt.solvers._limits`); ``info["build_s"]`` and
+    ``info["solve_s"]`` say where the time went.
+    """
+    items = _check_size(problem)
+    t0 = time.perf_counter()
+    deadline = math.inf if time_limit_s is None else t0 + time_limit_s
+    try:
+        check_time_left("direct_milp", deadline, items)
+    except OutOfTime as exc:
+        return SolverOutput("no_solution", info={"reason": str(exc), "build_s": 0.0})
     model = build(problem)
-    out = solve_model(model, time_limit_s=time_limit_s, seed=seed, threads=threads, log=log)
-    info = out.as_info()
+    build_s = time.perf_counter() - t0
+    remaining = None if time_limit_s is None else max(0.0, deadline - time.perf_counter())
+    out = solve_model(model, time_limit_s=remaining, seed=seed, threads=threads, log=log)
+    info = {**out.as_info(), "build_s": build_s, "solve_s": out.runtime_s}
     if out.status == "infeasible":
         return SolverOutput("infeasible", info={**info, "reason": out.message})
     if out.status in ("no_solution", "error"):

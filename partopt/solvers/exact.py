@@ -87,6 +87,7 @@ from partopt.highs import DEFAULT_THREADS
 from partopt.plan import Plan, Stage
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
+from partopt.solvers._limits import OutOfTime, refuse_if_dense
 from partopt.solvers.milp import HIGHS_OPTIONS as MILP_HIGHS_OPTIONS
 from partopt.solvers.milp import build as build_milp
 from partopt.solvers.milp import extract_plan, plan_value_s, transfer_times
@@ -635,6 +636,12 @@ def solve_exact(
     ``use_milp`` (``False``: give up undecided thresholds instead,
     returning ``feasible`` with the bound proven so far), ``threads`` (HiGHS).
     """
+    refuse_if_dense(
+        "exact",
+        "transfer-time table",
+        (max(problem.num_blocks - 1, 1), problem.num_nodes, problem.num_nodes),
+        "a heuristic (greedy, seifer, local-search)",
+    )
     t0 = time.perf_counter()
     deadline = math.inf if time_limit_s is None else t0 + float(time_limit_s)
     search = ExactSearch(problem, deadline, dfs_budget)
@@ -836,12 +843,18 @@ def _milp_decide(problem, search: ExactSearch, theta, lower, seed, threads, h=No
         if remaining <= 0:
             return "unknown", None, None, {}
     reach = None if h is None else (h <= search.num_nodes)
-    model = build_milp(
-        problem,
-        max_time_s=None if math.isinf(theta) else theta,
-        lower_bound_s=lower,
-        reachable=reach,
-    )
+    try:
+        model = build_milp(
+            problem,
+            max_time_s=None if math.isinf(theta) else theta,
+            lower_bound_s=lower,
+            reachable=reach,
+            deadline=search.deadline,
+        )
+    except OutOfTime:
+        return "unknown", None, None, {}
+    if math.isfinite(search.deadline):
+        remaining = max(0.0, search.deadline - time.perf_counter())
     out = solve_model(
         model, time_limit_s=remaining, seed=seed, threads=threads, options=MILP_HIGHS_OPTIONS
     )

@@ -23,6 +23,7 @@ partitioning-placement".
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -87,17 +88,26 @@ def solve_greedy(
 ) -> SolverOutput:
     """The original greedy baseline (deterministic; ``seed`` is unused).
 
+    With ``time_limit_s`` the start nodes tried stop at the limit (the clock
+    is read before each chain); the best chain so far is returned, with
+    ``info["timed_out"]``.
+
     Parameters
     ----------
     partition
         ``min-sum`` (the original's partition) or ``min-max``.
     """
+    deadline = math.inf if time_limit_s is None else time.perf_counter() + time_limit_s
     bw = problem.cluster.bandwidth_mbps
     best_value, best = math.inf, None
     tried = 0
+    timed_out = False
     for cuts in partitions_by_level(problem, partition):
         fits = stage_fits(problem, cuts)
         for first in range(problem.num_nodes):
+            if time.perf_counter() >= deadline:
+                timed_out = True
+                break
             chain = widest_chain(bw, fits, first)
             tried += 1
             if chain is None:
@@ -109,8 +119,11 @@ def solve_greedy(
         return SolverOutput(
             "no_solution",
             info={
-                "reason": "no greedy chain found a linked node with enough memory for every stage",
+                "reason": "the time limit ran out before any greedy chain was complete"
+                if timed_out
+                else "no greedy chain found a linked node with enough memory for every stage",
                 "chains": tried,
+                "timed_out": timed_out,
             },
         )
     cuts, chain = best
@@ -118,5 +131,5 @@ def solve_greedy(
         "feasible",
         to_plan(problem, cuts, chain),
         objective_s=best_value,
-        info={"chains": tried, "stages": len(chain)},
+        info={"chains": tried, "stages": len(chain), "timed_out": timed_out},
     )

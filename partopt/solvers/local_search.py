@@ -35,6 +35,9 @@ __all__ = ["improve", "solve_local_search"]
 
 MAX_ROUNDS = 1000
 
+CHECK_EVERY = 64
+"""Candidates evaluated between two looks at the clock."""
+
 
 class _Moves:
     """The objective and the best move of each kind for one problem."""
@@ -67,8 +70,8 @@ class _Moves:
         return (float(c.max()), float(c.sum())) if len(c) else (0.0, 0.0)
 
     def fits(self, first: int, last: int) -> np.ndarray:
-        """Nodes whose memory holds blocks ``first..last``."""
-        return self.p.stage_memory(first, last) <= self.caps
+        """Nodes whose memory holds blocks ``first..last`` (from the windows: ``O(N)``, not ``O(B)``)."""
+        return self.far[:, first] >= last
 
     def comp(self, first: int, last: int) -> np.ndarray:
         """Compute time of blocks ``first..last`` on every node (zeros without speeds)."""
@@ -187,6 +190,10 @@ def improve(
 ) -> tuple[list[int], list[int], int]:
     """Best-improvement local search from a valid plan; returns ``(cuts, nodes, rounds)``.
 
+    The clock is read every :data:`CHECK_EVERY` candidates, so the search
+    stops within about one batch of candidates after ``deadline`` (it then
+    keeps the best improving move seen so far in that round).
+
     Examples
     --------
     >>> from partopt import Chain, Cluster
@@ -204,13 +211,18 @@ def improve(
     while rounds < max_rounds and time.perf_counter() < deadline:
         rounds += 1
         chosen = None
-        for c2, n2 in moves.candidates(cuts, nodes):
+        late = False
+        for count, (c2, n2) in enumerate(moves.candidates(cuts, nodes), 1):
             key = moves.key(c2, n2)
             if key < best and (chosen is None or key < chosen[0]):
                 chosen = (key, list(c2), [int(v) for v in n2])
-        if chosen is None:
+            if count % CHECK_EVERY == 0 and time.perf_counter() >= deadline:
+                late = True
+                break
+        if chosen is not None:
+            best, cuts, nodes = chosen
+        if chosen is None or late:
             break
-        best, cuts, nodes = chosen
     return cuts, nodes, rounds
 
 
@@ -224,20 +236,34 @@ def solve_local_search(
     """Local search (:func:`improve`) from ``warm_start`` (a valid plan) or the ``greedy`` plan."""
     from partopt.solvers.greedy import solve_greedy
 
-    deadline = math.inf if time_limit_s is None else time.perf_counter() + time_limit_s
+    t0 = time.perf_counter()
+    deadline = math.inf if time_limit_s is None else t0 + time_limit_s
     start = (
         SolverOutput(
             "feasible", warm_start, bottleneck_s(problem, warm_start.cuts, warm_start.nodes)
         )
         if warm_start is not None
-        else solve_greedy(problem)
+        else solve_greedy(problem, time_limit_s=time_limit_s)
     )
+    greedy_s = time.perf_counter() - t0
     if start.plan is None:
-        return SolverOutput("no_solution", info={"reason": "the greedy start found no plan"})
+        return SolverOutput(
+            "no_solution",
+            info={
+                "reason": "the greedy start found no plan: " + start.info.get("reason", ""),
+                "greedy_s": greedy_s,
+            },
+        )
     cuts, nodes, rounds = improve(problem, start.plan.cuts, start.plan.nodes, deadline=deadline)
     return SolverOutput(
         "feasible",
         to_plan(problem, cuts, nodes),
         objective_s=bottleneck_s(problem, cuts, nodes),
-        info={"rounds": rounds, "start_s": start.objective_s},
+        info={
+            "rounds": rounds,
+            "start_s": start.objective_s,
+            "greedy_s": greedy_s,
+            "search_s": time.perf_counter() - t0 - greedy_s,
+            "timed_out": time.perf_counter() >= deadline,
+        },
     )

@@ -85,6 +85,7 @@ Prentice Hall. (Integrality of network-flow polytopes.)
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -93,6 +94,12 @@ from partopt.highs import DEFAULT_THREADS, solve_model
 from partopt.plan import MEMORY_TOLERANCE, Plan, Stage
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
+from partopt.solvers._limits import (
+    OutOfTime,
+    check_time_left,
+    refuse_if_dense,
+    refuse_if_model_too_large,
+)
 
 __all__ = [
     "build",
@@ -141,10 +148,36 @@ def stage_compute_times(problem: Problem) -> np.ndarray:
     return out
 
 
-def _candidates(problem: Problem, max_time_s, reachable):
+def check_size(problem: Problem) -> None:
+    """Refuse (:class:`~partopt.solvers.SolverRefused`) instances too large for this model.
+
+    Counts, without building anything, the dense tables the model needs
+    (``B x B x N`` stage tables, ``(B - 1) x N x N`` transfer times) and an
+    upper bound on its variables (memory-feasible stages from the windows of
+    every node, transfers over every link at every cut).
+    """
+    from partopt.solvers._plans import node_windows
+
+    b, n = problem.num_blocks, problem.num_nodes
+    instead = "exact, or a heuristic (greedy, local-search)"
+    refuse_if_dense("milp", "stage table", (b, b, n), instead)
+    refuse_if_dense("milp", "transfer-time table", (max(b - 1, 1), n, n), instead)
+    far = node_windows(problem)  # (B, N)
+    stage_vars = int(np.maximum(far - np.arange(b)[:, None] + 1, 0).sum())
+    links = int(np.count_nonzero(problem.cluster.bandwidth_mbps > 0))
+    refuse_if_model_too_large(
+        "milp",
+        stage_vars + (b - 1) * links,
+        f"{stage_vars:,} memory-feasible stages, {b - 1} cuts x {links:,} links",
+        instead,
+    )
+
+
+def _candidates(problem: Problem, max_time_s, reachable, deadline: float = math.inf):
     """Stages and transfers that can lie on a plan (reachability-pruned).
 
     Returns ``stages`` (list of ``(i, j, v)``) and ``links`` (list of ``(c, u, v)``).
+    Raises :class:`~partopt.solvers._limits.OutOfTime` once ``deadline`` has passed.
     """
     b, n = problem.num_blocks, problem.num_nodes
     cap = problem.cluster.memory_bytes * (1 + MEMORY_TOLERANCE)
@@ -161,6 +194,8 @@ def _candidates(problem: Problem, max_time_s, reachable):
     end = np.zeros((b, n), dtype=bool)
     start[0] = True
     for i in range(b):
+        if time.perf_counter() > deadline:
+            raise OutOfTime("time limit: reached while pruning the model's stages")
         if i > 0:
             start[i] = (end[i - 1][:, None] & tau_ok[i - 1]).any(axis=0) | False
         end[i:, :] |= fits[i, i:, :] & start[i][None, :]
@@ -171,17 +206,23 @@ def _candidates(problem: Problem, max_time_s, reachable):
     done_end = np.zeros((b, n), dtype=bool)  # from a stage ending at (j, v) the chain can finish
     done_end[b - 1] = True
     for i in range(b - 1, -1, -1):
+        if time.perf_counter() > deadline:
+            raise OutOfTime("time limit: reached while pruning the model's stages")
         if i < b - 1:
             done_end[i] = (tau_ok[i] & done_start[i + 1][None, :]).any(axis=1)
         done_start[i] = (fits[i, i:, :] & done_end[i:, :]).any(axis=0)
     stages = []
     for i in range(b):
+        if time.perf_counter() > deadline:
+            raise OutOfTime("time limit: reached while listing the model's stages")
         ok = fits[i] & start[i][None, :] & done_end  # (j, v)
         for j, v in zip(*np.nonzero(ok), strict=True):
             if j >= i:
                 stages.append((int(i), int(j), int(v)))
     links = []
     for c in range(b - 1):
+        if time.perf_counter() > deadline:
+            raise OutOfTime("time limit: reached while listing the model's transfers")
         ok = (
             tau_ok[c]
             & (end[c] & done_end[c])[:, None]
@@ -198,6 +239,7 @@ def build(
     max_time_s: float | None = None,
     lower_bound_s: float | None = None,
     reachable=None,
+    deadline: float = math.inf,
 ):
     """The stage-flow MILP of ``problem`` (see the module docstring); never solves.
 
@@ -216,6 +258,11 @@ def build(
     reachable
         Optional boolean ``(B, N)`` mask: a stage may start at block ``i``
         on node ``v`` only where it is true (pruning proved elsewhere).
+    deadline
+        A ``time.perf_counter()`` instant: :class:`~partopt.solvers._limits.OutOfTime`
+        is raised when it passes while the candidates are listed, or when
+        building and loading the model would end after it (predicted from
+        its size, see :mod:`partopt.solvers._limits`).
 
     Returns
     -------
@@ -233,10 +280,11 @@ def build(
     >>> len(m.S), len(m.L)
     (15, 12)
     """
-    import pyomo.environ as pyo
-
     b, n = problem.num_blocks, problem.num_nodes
-    stages, links = _candidates(problem, max_time_s, reachable)
+    stages, links = _candidates(problem, max_time_s, reachable, deadline)
+    check_time_left("milp", deadline, len(stages) + len(links) + 4 * (b - 1) * n)
+    import pyomo.environ as pyo  # after the checks: importing pyomo alone takes about a second
+
     tau = transfer_times(problem)
     ct = stage_compute_times(problem)
     if lower_bound_s is None:
@@ -348,14 +396,28 @@ def solve_milp(
     ``max_time_s`` (optional) is a known upper bound, e.g. a heuristic's
     bottleneck: slower stages and transfers are removed from the model.
     At a time limit the incumbent comes back as ``feasible`` with HiGHS's
-    dual bound; without one as ``no_solution``.
+    dual bound; without one as ``no_solution``. The limit covers building
+    the model too: ``info["build_s"]`` and ``info["solve_s"]`` say where the
+    time went, and a model that cannot be built and loaded in the time left
+    is not started (see :mod:`partopt.solvers._limits`). Instances too large
+    for the model are refused before anything is allocated.
     """
-    model = build(problem, max_time_s=max_time_s)
+    check_size(problem)
+    t0 = time.perf_counter()
+    deadline = math.inf if time_limit_s is None else t0 + time_limit_s
+    try:
+        model = build(problem, max_time_s=max_time_s, deadline=deadline)
+    except OutOfTime as exc:
+        return SolverOutput(
+            "no_solution", info={"reason": str(exc), "build_s": time.perf_counter() - t0}
+        )
+    build_s = time.perf_counter() - t0
     size = {"milp_stage_vars": len(model.S), "milp_transfer_vars": len(model.L)}
+    remaining = None if time_limit_s is None else max(0.0, deadline - time.perf_counter())
     out = solve_model(
-        model, time_limit_s=time_limit_s, seed=seed, threads=threads, log=log, options=HIGHS_OPTIONS
+        model, time_limit_s=remaining, seed=seed, threads=threads, log=log, options=HIGHS_OPTIONS
     )
-    info = {**size, **out.as_info()}
+    info = {**size, **out.as_info(), "build_s": build_s, "solve_s": out.runtime_s}
     if out.status == "infeasible":
         if max_time_s is not None:
             # Infeasible below a cap proves nothing about the uncapped instance.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 
 from partopt.feasibility import farthest_ends
@@ -38,18 +41,26 @@ def solve_random(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> 
     Each stage starts on a random unused node linked to the previous one and
     ends at a uniformly random block among those that still fit that node.
     A draw that runs out of nodes is thrown away and redrawn, up to
-    ``MAX_ATTEMPTS`` times; the first complete plan is returned.
+    ``MAX_ATTEMPTS`` times or until ``time_limit_s`` (read before each
+    redraw); the first complete plan is returned.
     """
+    deadline = math.inf if time_limit_s is None else time.perf_counter() + time_limit_s
     rng = np.random.default_rng(seed)
     caps = problem.cluster.memory_bytes
     ends = {}
     for cap in np.unique(caps):
         ends[float(cap)] = farthest_ends(problem, float(cap))
     ends_by_node = [ends[float(c)] for c in caps]
+    attempt = 0
     for attempt in range(1, MAX_ATTEMPTS + 1):
+        if attempt > 1 and time.perf_counter() > deadline:
+            return SolverOutput(
+                "no_solution",
+                info={"attempts": attempt - 1, "reason": "time limit: no random draw completed"},
+            )
         plan = _attempt(problem, rng, ends_by_node)
         if plan is not None:
             return SolverOutput("feasible", plan, info={"attempts": attempt})
     return SolverOutput(
-        "no_solution", info={"attempts": MAX_ATTEMPTS, "reason": "no random draw completed a plan"}
+        "no_solution", info={"attempts": attempt, "reason": "no random draw completed a plan"}
     )

@@ -36,9 +36,19 @@ on); pass one explicitly to isolate its effect:
     the same loaded model at several capacities leaks as the original did
     (see :func:`clear_leaky_memo`); a ``dict`` is used as the memo itself.
     Implies ``memo_ignores_stage_limit``.
+``memo_history``
+    Capacities in MB (2**20 bytes) the original solved this model at before
+    this one, in order (its loop went up the capacities): the partition memo
+    is first filled by partitioning at each of them, so that one run gives
+    what the original gave at that point of its loop without depending on
+    the runs before it. Implies a fresh ``leaky_memo`` dict.
 ``skip_block_memory``
-    Stage memory summed ``partition_mems[i:j-1]``: every stage but the last
-    leaves out its last block, so stages can exceed the capacity.
+    Stage memory summed ``partition_mems[i:j-1]``, where ``partition_mems[k]``
+    covers the segment after cut point ``k``: every stage leaves out its
+    first block (the segment right after the cut that starts it), so stages
+    can exceed the capacity. ``"after"`` is that (the original's); ``True``
+    (or ``"before"``) leaves out the last block of every stage but the last
+    instead (see :func:`partopt.partition.stage_fits_matrix`).
 ``digitize_overflow``
     ``np.digitize`` puts a transfer equal to the largest candidate transfer
     in class ``C + 1``, which the loop over ``C..1`` never visits: that cut's
@@ -75,6 +85,7 @@ Alon, N., Yuster, R. and Zwick, U. (1995). Color-coding. J. ACM 42(4).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import weakref
@@ -82,7 +93,7 @@ import weakref
 import numpy as np
 
 from partopt.colorcoding import find_path
-from partopt.partition import min_sum_partition, original_min_sum_partition, stage_fits_matrix
+from partopt.partition import min_sum_partition, original_min_sum_partition, stage_windows
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
 from partopt.solvers._plans import (
@@ -101,6 +112,8 @@ __all__ = [
     "class_runs",
     "k_path_matching",
     "clear_leaky_memo",
+    "replayed_memo",
+    "leaky_memo",
     "solve_seifer",
     "solve_seifer_original",
 ]
@@ -110,7 +123,7 @@ DEFAULT_CLASSES = 20
 ORIGINAL_DEFECTS = {
     "memo_ignores_stage_limit": True,
     "leaky_memo": True,
-    "skip_block_memory": True,
+    "skip_block_memory": "after",
     "digitize_overflow": True,
     "colours_factor": 1.3,
     "stop_early": False,
@@ -123,6 +136,33 @@ _LEAKY_MEMOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def clear_leaky_memo() -> None:
     """Forget the process-wide memos of ``leaky_memo=True``."""
     _LEAKY_MEMOS.clear()
+
+
+def replayed_memo(problem: Problem, history_mb, skip_block_memory) -> dict:
+    """The original's partition memo after partitioning ``problem``'s chain at each
+    capacity of ``history_mb`` (MB, 2**20 bytes) in turn, as its loop did before this run.
+
+    The memo ignores the stage limit and the cluster, so only the chain, the
+    memory and transfer models and ``skip_block_memory`` matter.
+    """
+    memo: dict = {}
+    for cap_mb in history_mb:
+        original_min_sum_partition(
+            problem,
+            float(cap_mb) * 2**20,
+            problem.num_nodes,
+            memo=memo,
+            skip_block_memory=skip_block_memory,
+        )
+    return memo
+
+
+def leaky_memo(problem: Problem, owner: str = "seifer") -> dict:
+    """The process-wide never-cleared partition memo of ``owner`` for ``problem``'s chain
+    (and memory and transfer model); :func:`clear_leaky_memo` forgets it too."""
+    per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
+    key = (problem.memory, problem.transfer)
+    return per_chain.setdefault(key if owner == "seifer" else (*key, owner), {})
 
 
 def bandwidth_classes(
@@ -196,9 +236,13 @@ def _widest_path(
             colours_drawn=drawn,
             stop_early=colour_options["stop_early"],
             max_trials=colour_options["max_trials"],
+            deadline=colour_options.get("deadline", math.inf),
         )
         stats["thresholds"] += 1
         stats["trials"] += found.trials
+        if found.how == "time limit":
+            stats["timed_out"] = True
+            break  # keep the widest path found so far, if any
         if found.path is None:
             lo = mid + 1
         else:
@@ -260,9 +304,10 @@ def k_path_matching(
 def _partitions(problem: Problem, options: dict) -> list[list[int]]:
     """The distinct partitions to place, one per capacity level (largest first)."""
     memo = options["leaky_memo"]
-    if memo is True:
-        per_chain = _LEAKY_MEMOS.setdefault(problem.chain, {})
-        memo = per_chain.setdefault((problem.memory, problem.transfer), {})
+    if options["memo_history"]:
+        memo = replayed_memo(problem, options["memo_history"], options["skip_block_memory"])
+    elif memo is True:
+        memo = leaky_memo(problem)
     elif not isinstance(memo, dict):
         memo = None  # False (or None): a fresh memo per partition
     if not (
@@ -282,8 +327,8 @@ def _partitions(problem: Problem, options: dict) -> list[list[int]]:
                 skip_block_memory=options["skip_block_memory"],
             )
         else:
-            fits = stage_fits_matrix(problem, cap, skip_block_memory=True)
-            cuts = min_sum_partition(problem, cap, problem.num_nodes, fits=fits)
+            windows = stage_windows(problem, cap, skip_block_memory=options["skip_block_memory"])
+            cuts = min_sum_partition(problem, cap, problem.num_nodes, windows=windows)
         if cuts is not None and cuts not in out:
             out.append(cuts)
     return out
@@ -297,6 +342,7 @@ def _solve(
     num_classes: int,
     partition: str,
     max_trials: int | None,
+    memo_history=None,
     **defects,
 ) -> SolverOutput:
     options = {
@@ -305,8 +351,9 @@ def _solve(
         "stop_early": True,
         **defects,
         "partition": partition,
+        "memo_history": memo_history,
     }
-    unknown = set(options) - set(ORIGINAL_DEFECTS) - {"partition"}
+    unknown = set(options) - set(ORIGINAL_DEFECTS) - {"partition", "memo_history"}
     if unknown:
         raise TypeError(
             f"unknown option(s) {sorted(unknown)}; seifer takes num_classes, "
@@ -320,6 +367,7 @@ def _solve(
         "stop_early": bool(options["stop_early"]),
         "max_trials": max_trials,
         "colours_factor": float(options["colours_factor"]),
+        "deadline": deadline,
     }
     all_transfers = problem.transfer_bytes
     stats = {"thresholds": 0, "trials": 0, "failed_runs": 0, "timed_out": False}
@@ -398,6 +446,7 @@ def _register(name: str, defaults: dict, description: str):
         num_classes: int = DEFAULT_CLASSES,
         partition: str = "min-sum",
         max_trials: int | None = None,
+        memo_history: tuple[float, ...] | None = None,
         **switches,
     ) -> SolverOutput:
         return _solve(
@@ -407,9 +456,21 @@ def _register(name: str, defaults: dict, description: str):
             num_classes=num_classes,
             partition=partition,
             max_trials=max_trials,
+            memo_history=memo_history,
             **{**defaults, **switches},
         )
 
+    # The switches are keyword options like any other: show them in the signature, so that
+    # callers (``solve``, sweep validation) can check option names before running.
+    plain = [p for p in inspect.signature(solve).parameters.values() if p.kind != p.VAR_KEYWORD]
+    off = {k: False for k in ORIGINAL_DEFECTS} | {"colours_factor": 1.0, "stop_early": True}
+    switches_params = [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(k, off[k]))
+        for k in ORIGINAL_DEFECTS
+    ]
+    solve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*plain, *switches_params], return_annotation=SolverOutput
+    )
     solve.__name__ = solve.__qualname__ = "solve_" + name.replace("-", "_")
     solve.__doc__ = f"{description}.\n\nSee :mod:`partopt.solvers.seifer` for the options."
     return solve

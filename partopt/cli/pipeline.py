@@ -21,6 +21,7 @@ import math
 import sys
 from pathlib import Path
 
+from partopt.cli.common import float_above, fmt_bytes, input_shapes, int_at_least, sample_inputs
 from partopt.errors import PartoptError
 
 __all__ = ["PipelineError", "add_parsers", "load_plan_doc", "pipeline_chain"]
@@ -57,20 +58,13 @@ def load_plan_doc(path: str | Path) -> dict:
     return doc
 
 
-def _input_shapes(specs) -> dict | None:
-    if not specs:
-        return None
-    from partopt.onnx_graph import parse_input_shape
-
-    if isinstance(specs, str):
-        specs = [specs]
-    return dict(parse_input_shape(s) for s in specs)
-
-
-def pipeline_chain(model_path: str, doc: dict, cuts: str | None = None, input_shape=None):
+def pipeline_chain(
+    model_path: str, doc: dict, cuts: str | None = None, input_shape=None, sample_inputs=None
+):
     """``(layer_graph, chain, input_shapes)`` for a plan document, checked against the plan.
 
-    ``cuts`` and ``input_shape`` override the plan's own. Raises
+    ``cuts`` and ``input_shape`` override the plan's own; ``sample_inputs``
+    (arrays by input name) feed the shape probe run. Raises
     :class:`PipelineError` when the plan's blocks or stage memories do not
     match the chain (another model, cut family or input shape).
     """
@@ -79,8 +73,8 @@ def pipeline_chain(model_path: str, doc: dict, cuts: str | None = None, input_sh
     from partopt.onnx_graph import load_graph
 
     cuts = cuts or doc.get("cuts") or "single"
-    shapes = _input_shapes(input_shape if input_shape else doc.get("input_shape"))
-    graph = load_graph(model_path, shapes)
+    shapes = input_shapes(input_shape if input_shape else doc.get("input_shape"))
+    graph = load_graph(model_path, shapes, sample_inputs=sample_inputs)
     chain = build_chain(graph, cuts=cuts)
     try:
         ranges = stage_ranges(doc, chain.num_blocks)
@@ -103,15 +97,6 @@ def pipeline_chain(model_path: str, doc: dict, cuts: str | None = None, input_sh
     return graph, chain, shapes
 
 
-def _fmt_bytes(n) -> str:
-    if n is None:
-        return "?"
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
 def cmd_export(args) -> int:
     from partopt.export import (
         check_export,
@@ -124,7 +109,8 @@ def cmd_export(args) -> int:
 
     doc = load_plan_doc(args.plan)
     model = load_model(args.model)
-    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape)
+    sample = sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
+    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
     missing = missing_weights(model)
     weights = "model"
     if missing:
@@ -135,7 +121,9 @@ def cmd_export(args) -> int:
             )
         model = random_weights(model, args.random_weights)
         weights = f"random (seed {args.random_weights})"
-    export = split_model(model, chain, doc, input_shapes=shapes, layer_graph=graph)
+    export = split_model(
+        model, chain, doc, input_shapes=shapes, layer_graph=graph, sample_inputs=sample
+    )
     extra = {
         "weights": weights,
         "cuts": args.cuts or doc.get("cuts") or "single",
@@ -146,14 +134,14 @@ def cmd_export(args) -> int:
     for s in export.stages:
         print(
             f"stage {s.index} on {s.node}: blocks {s.first_block}..{s.last_block}, "
-            f"{s.onnx_nodes} ONNX nodes, in {_fmt_bytes(s.input_bytes)} "
-            f"({len(s.inputs)} tensors), out {_fmt_bytes(s.output_bytes)} ({len(s.outputs)} tensors)"
+            f"{s.onnx_nodes} ONNX nodes, in {fmt_bytes(s.input_bytes)} "
+            f"({len(s.inputs)} tensors), out {fmt_bytes(s.output_bytes)} ({len(s.outputs)} tensors)"
             f" -> {Path(args.outdir) / f'stage_{s.index}.onnx'}"
         )
     print(f"manifest: {manifest}; weights: {weights}")
     if args.no_check:
         return 0
-    report = check_export(model, export, seed=args.check_seed)
+    report = check_export(model, export, seed=args.check_seed, sample_inputs=sample)
     print(f"check: {report}")
     if not report.ok:
         print(
@@ -174,7 +162,8 @@ def cmd_emulate(args) -> int:
     doc = load_plan_doc(args.plan)
     cluster = Cluster.load(args.cluster)
     model = load_model(args.model)
-    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape)
+    sample = sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
+    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
     problem = Problem(
         chain,
         cluster,
@@ -254,16 +243,12 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME=D1xD2x...",
         help='shape of a graph input (default: the plan\'s "input_shape"; batch 1)',
     )
-
-
-def _positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (x > 0 and math.isfinite(x)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return x
+    p.add_argument(
+        "--sample-inputs",
+        metavar="FILE.npz",
+        help="real input values (arrays by input name) for the shape probe and the export "
+        'check (default: the plan\'s "sample_inputs")',
+    )
 
 
 def add_parsers(sub) -> None:
@@ -281,12 +266,14 @@ def add_parsers(sub) -> None:
     p.add_argument("outdir", metavar="OUTDIR")
     p.add_argument(
         "--random-weights",
-        type=int,
+        type=int_at_least(0),
         metavar="SEED",
         help="give an architecture-only model (weight file missing) random weights",
     )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime round-trip check")
-    p.add_argument("--check-seed", type=int, default=0, help="seed of the check's random inputs")
+    p.add_argument(
+        "--check-seed", type=int_at_least(0), default=0, help="seed of the check's random inputs"
+    )
     _add_chain_args(p)
     p.set_defaults(func=cmd_export)
 
@@ -301,15 +288,19 @@ def add_parsers(sub) -> None:
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("plan", metavar="PLAN.json", help="what `partopt solve --json` prints")
     p.add_argument("--cluster", required=True, metavar="FILE", help="cluster file (JSON or YAML)")
-    p.add_argument("--requests", type=int, default=100, metavar="R", help="requests to serve (100)")
+    p.add_argument(
+        "--requests", type=int_at_least(1), default=100, metavar="R", help="requests to serve (100)"
+    )
     p.add_argument(
         "--time-scale",
-        type=_positive_float,
+        type=float_above(0),
         default=1.0,
         metavar="X",
         help="wall seconds per emulated second for links and emulated compute (1; 0.1 = 10x faster)",
     )
-    p.add_argument("--window", type=int, metavar="W", help="requests in flight (2 x stages + 2)")
+    p.add_argument(
+        "--window", type=int_at_least(1), metavar="W", help="requests in flight (2 x stages + 2)"
+    )
     p.add_argument(
         "--kill-node",
         action="append",
@@ -322,17 +313,21 @@ def add_parsers(sub) -> None:
         metavar="KIND:NAME@SECONDS",
         help="inject a fault: kill, freeze (SIGSTOP), hang (compute), stall (link), garbage",
     )
-    p.add_argument("--random-faults", type=int, default=0, metavar="N", help="N faults at random")
-    p.add_argument("--seed", type=int, default=0, help="seed of inputs, random faults and weights")
+    p.add_argument(
+        "--random-faults", type=int_at_least(0), default=0, metavar="N", help="N faults at random"
+    )
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed of inputs, random faults and weights"
+    )
     p.add_argument(
         "--random-weights",
-        type=int,
+        type=int_at_least(0),
         metavar="SEED",
         help="random weights (automatic, seed --seed, when the model has no weight data)",
     )
     p.add_argument(
         "--port",
-        type=int,
+        type=int_at_least(0),
         default=0,
         help="first of stages + 2 consecutive loopback ports (default: chosen by the system)",
     )
@@ -341,14 +336,14 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--replan-time-limit",
-        type=_positive_float,
+        type=float_above(0),
         default=10.0,
         metavar="S",
         help="time limit of each re-planning solver, seconds (10)",
     )
     p.add_argument(
         "--detect-timeout",
-        type=_positive_float,
+        type=float_above(0),
         metavar="S",
         help="wall seconds of silence, or in one send or computation, that mark a fault",
     )

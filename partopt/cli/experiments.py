@@ -1,49 +1,46 @@
 """``partopt sweep`` and ``partopt report``: the experiment subcommands.
 
 :func:`add_parsers` is called by :mod:`partopt.cli` with its subparsers.
-Errors the user can cause raise :class:`UsageError` (a ``ValueError``) with
-a one-line message, which the main CLI prints before exiting with code 1.
+Errors the user can cause raise :class:`UsageError` (a
+:class:`~partopt.errors.PartoptError`) with a one-line message, which the
+main CLI prints before exiting with code 1.
 Heavy imports (solvers, Dask, matplotlib) happen inside the commands, so
 ``partopt --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from partopt.cli.common import int_at_least
 from partopt.errors import PartoptError
 
-__all__ = ["UsageError", "add_parsers", "cmd_sweep", "cmd_report", "main"]
+__all__ = ["UsageError", "add_parsers", "cmd_sweep", "cmd_report"]
 
 
 class UsageError(PartoptError):
     """A usage problem; printed as one line."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
 def cmd_sweep(args) -> int:
-    from partopt.experiments import load_config, run_sweep
+    from partopt.experiments.config import load_config
+    from partopt.experiments.runner import run_sweep
 
     config = load_config(args.config, check_methods=False)  # run_sweep checks the ones it runs
     methods = None
-    if args.methods:
+    if args.methods is not None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if not methods:
+            raise UsageError(
+                f"--methods {args.methods!r} names no method; give some of "
+                f"{', '.join(config.methods)} (comma-separated)"
+            )
     out = Path(args.out) if args.out else config.results
     if out is None:
         raise UsageError(f"config {args.config} names no results file; give --out FILE")
     if args.dry_run:
-        from partopt.experiments import read_records
+        from partopt.experiments.records import read_records
 
         done = {r["run_key"] for r in read_records(out)}
         runs = [r for r in config.runs if methods is None or r.method in methods]
@@ -115,7 +112,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument(
         "--jobs",
         "-j",
-        type=_positive_int,
+        type=int_at_least(1),
         metavar="J",
         help="worker processes (default: all cores; 1 = no pool)",
     )
@@ -125,7 +122,7 @@ def add_parsers(subparsers) -> None:
         help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)",
     )
     p.add_argument(
-        "--limit", type=_positive_int, metavar="N", help="run at most N new runs this time"
+        "--limit", type=int_at_least(1), metavar="N", help="run at most N new runs this time"
     )
     p.add_argument(
         "--methods", metavar="A,B", help="only these of the config's methods (comma-separated)"
@@ -162,25 +159,3 @@ def add_parsers(subparsers) -> None:
     )
     p.add_argument("--paper", metavar="FILE", help="where to write the rendered template")
     p.set_defaults(func=cmd_report)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m partopt.cli_experiments sweep|report ...``: these subcommands on their own."""
-    parser = argparse.ArgumentParser(prog="partopt", description="partopt experiment subcommands")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    add_parsers(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("partopt: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"partopt: {msg}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

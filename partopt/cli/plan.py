@@ -1,90 +1,71 @@
-"""The ``partopt`` command line.
+"""``partopt inspect``, ``solve``, ``cluster`` and ``methods``: models, plans, clusters.
 
-Subcommands: ``inspect`` (cut points and blocks of an ONNX model),
-``solve`` (plan a model on a cluster), ``cluster`` (write a generated
-cluster file), ``methods`` (list solvers), plus those that other modules add
-through their ``add_parsers(subparsers)`` hook (sweeps, reports, export,
-emulation). Every error the user can cause is one line on stderr and exit
-code 1; no tracebacks.
+``inspect`` shows a model's cut points and blocks, ``solve`` plans a model
+on a cluster, ``cluster`` writes a generated cluster file and ``methods``
+lists the solvers.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
 
 from partopt import solvers
 from partopt.chain import MEMORY_MODELS, TRANSFER_MODELS
+from partopt.cli.common import (
+    CliError,
+    float_at_least,
+    fmt_bytes,
+    fmt_s,
+    input_shapes,
+    int_at_least,
+    sample_inputs,
+    table,
+)
 from partopt.cluster import MB, Cluster, grid_cluster, paper_cluster, ring_cluster
-from partopt.errors import PartoptError
 from partopt.problem import OBJECTIVES, Problem
 from partopt.solve import Result, solve
 
-__all__ = ["main", "build_parser", "CliError"]
-
-# Modules that add subcommands; each exposes ``add_parsers(subparsers)``.
-_EXTENSIONS = ("partopt.cli_experiments", "partopt.cli_pipeline")
+__all__ = ["add_parsers", "cmd_inspect", "cmd_solve", "print_result"]
 
 
-class CliError(PartoptError):
-    """A usage problem; printed as one line."""
+def _resolve_cuts(args) -> None:
+    """``--cuts`` default: the original's Keras chain for ``--memory paper --transfer paper``."""
+    from partopt.keras_chain import chain_file_for
 
-
-# -- formatting -------------------------------------------------------------
-
-
-def _fmt_bytes(n: float) -> str:
-    if not math.isfinite(n):
-        return "inf"
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
-def _fmt_s(t: float | None) -> str:
-    if t is None:
-        return "-"
-    if not math.isfinite(t):
-        return "inf"
-    if t == 0:
-        return "0 s"
-    if t < 1e-3:
-        return f"{t * 1e6:.1f} us"
-    if t < 1:
-        return f"{t * 1e3:.2f} ms"
-    return f"{t:.3f} s"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
-
-
-# -- shared argument handling -------------------------------------------------
-
-
-def _input_shapes(specs: list[str] | None) -> dict | None:
-    if not specs:
-        return None
-    from partopt.onnx_graph import parse_input_shape
-
-    return dict(parse_input_shape(s) for s in specs)
+    if args.cuts is not None:
+        return
+    args.cuts = "single"
+    if args.memory == "paper" and getattr(args, "transfer", None) == "paper":
+        if chain_file_for(args.model).exists():
+            args.cuts = "keras"
+            print(
+                f"partopt: note: planning the original's Keras-layer-graph chain "
+                f"({chain_file_for(args.model).name}); --cuts single plans the ONNX chain",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"partopt: note: no Keras chain file beside {args.model}: the paper memory and "
+                "transfer models on the ONNX-derived chain",
+                file=sys.stderr,
+            )
 
 
 def _load_chain(args):
     from partopt.chain import build_chain
+    from partopt.keras_chain import chain_file_for, load_keras_chain
     from partopt.onnx_graph import load_graph
 
-    graph = load_graph(args.model, _input_shapes(args.input_shape))
+    _resolve_cuts(args)
+    if args.cuts == "keras":
+        if getattr(args, "compare_cuts", False):
+            raise CliError("--compare-cuts reads the ONNX graph; use --cuts single")
+        return None, load_keras_chain(chain_file_for(args.model))
+    sample = sample_inputs(getattr(args, "sample_inputs", None))
+    graph = load_graph(args.model, input_shapes(args.input_shape), sample_inputs=sample)
     return graph, build_chain(graph, cuts=args.cuts)
 
 
@@ -92,15 +73,23 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.onnx", help="ONNX model (weights may be absent)")
     p.add_argument(
         "--cuts",
-        choices=("single", "multi"),
-        default="single",
-        help="cut family: single-tensor cut points (default) or multi-tensor boundaries",
+        choices=("single", "multi", "keras"),
+        default=None,
+        help="cut family: single-tensor cut points (default), multi-tensor boundaries, or "
+        "keras: the original's chain file from the Keras layer graph (the default with "
+        "--memory paper --transfer paper when the file exists)",
     )
     p.add_argument(
         "--input-shape",
         action="append",
         metavar="NAME=1x3x224x224",
         help="fix a graph input's shape (symbolic dimensions); repeatable",
+    )
+    p.add_argument(
+        "--sample-inputs",
+        metavar="FILE.npz",
+        help="real input values (numpy.savez arrays by input name) for the shape probe run; "
+        "they also fix the inputs' shapes",
     )
     p.add_argument(
         "--memory",
@@ -125,6 +114,27 @@ def _cluster_from_args(args) -> Cluster:
 # -- inspect ----------------------------------------------------------------------
 
 
+_SOURCE_WORDS = {
+    "inference": "from shape inference",
+    "probe": "from a probe run (onnxruntime, random inputs)",
+    "sample-inputs": "from a run on the sample inputs",
+    "unknown": "unknown",
+}
+
+
+def _sources_text(meta: dict) -> str:
+    """Which source each activation size came from, in one line."""
+    counts = meta.get("shape_sources", {})
+    parts = [f"{counts[k]} {_SOURCE_WORDS.get(k, k)}" for k in _SOURCE_WORDS if counts.get(k)]
+    probe = meta.get("probe", {})
+    if probe.get("ran"):
+        parts.append(f"probe weights: {probe.get('weights')}, {probe.get('seconds', 0):.2f} s")
+    unsettled = meta.get("unsettled", {})
+    if unsettled:
+        parts.append(f"{len(unsettled)} depend on input values ({', '.join(list(unsettled)[:3])})")
+    return "; ".join(parts) + " (activation tensors)"
+
+
 def cmd_inspect(args) -> int:
     graph, chain = _load_chain(args)
     mem_sum, mem_max = chain.memory_terms(args.memory)
@@ -143,12 +153,17 @@ def cmd_inspect(args) -> int:
     total_params = float(chain.param_bytes.sum())
     doc = {
         "model": chain.name,
-        "num_nodes": len(graph.nodes),
+        "num_nodes": None if graph is None else len(graph.nodes),
         "param_bytes": int(total_params),
         "cuts": args.cuts,
         "memory": args.memory,
         "cut_points": cuts,
         "blocks": blocks,
+        "meta": {
+            "shape_sources": graph.meta.get("shape_sources", {}),
+            "probe": graph.meta.get("probe", {}),
+            "unsettled": graph.meta.get("unsettled", {}),
+        },
     }
     if args.compare_cuts:
         from partopt.chain import compare_cut_methods
@@ -161,17 +176,20 @@ def cmd_inspect(args) -> int:
     rows = []
     for c in cuts:
         cum += chain.param_bytes[c["index"]]
-        rows.append([str(c["index"]), c["node"], _fmt_bytes(c["transfer_bytes"]), _fmt_bytes(cum)])
+        rows.append([str(c["index"]), c["node"], fmt_bytes(c["transfer_bytes"]), fmt_bytes(cum)])
     print(
-        f"model {chain.name}: {len(graph.nodes)} ONNX nodes, "
-        f"{_fmt_bytes(total_params)} of parameters, {len(cuts)} {args.cuts}-tensor cut points, "
+        f"model {chain.name}: "
+        f"{'Keras layer graph' if graph is None else f'{len(graph.nodes)} ONNX nodes'}, "
+        f"{fmt_bytes(total_params)} of parameters, {len(cuts)} {args.cuts}-tensor cut points, "
         f"{chain.num_blocks} blocks"
     )
+    if graph is not None:
+        print(f"sizes: {_sources_text(graph.meta)}")
     if rows:
-        print(_table(["cut", "after node", "transfer", "params before"], rows))
+        print(table(["cut", "after node", "transfer", "params before"], rows))
     print(
-        f"total: {_fmt_bytes(total_params)} parameters, {chain.flops.sum():.3g} FLOPs, "
-        f"largest block {_fmt_bytes(max(b['memory_bytes'] for b in blocks))} ({args.memory} memory)"
+        f"total: {fmt_bytes(total_params)} parameters, {chain.flops.sum():.3g} FLOPs, "
+        f"largest block {fmt_bytes(max(b['memory_bytes'] for b in blocks))} ({args.memory} memory)"
     )
     if args.compare_cuts:
         cm = doc["cut_methods"]
@@ -204,13 +222,13 @@ def _json_default(o):
 
 def print_result(problem: Problem, result: Result) -> None:
     """Human-readable plan table and bottleneck."""
-    print(f"method {result.method}: {result.status} in {_fmt_s(result.runtime_s)}")
+    print(f"method {result.method}: {result.status} in {fmt_s(result.runtime_s)}")
     if result.status == "infeasible":
         need = result.info.get("min_capacity_bytes")
         why = result.info.get("reason", "no plan fits memory and links")
         print(f"infeasible: {why}")
         if need is not None:
-            print(f"every node would need at least {_fmt_bytes(need)} ({need / MB:.1f} MB)")
+            print(f"every node would need at least {fmt_bytes(need)} ({need / MB:.1f} MB)")
         return
     if result.status == "error":
         print(f"error: {result.info.get('error')}")
@@ -225,21 +243,21 @@ def print_result(problem: Problem, result: Result) -> None:
             str(k),
             problem.cluster.names[s.node],
             f"{s.first_block}..{s.last_block}",
-            f"{_fmt_bytes(s.memory_bytes)} / {_fmt_bytes(s.capacity_bytes)}",
+            f"{fmt_bytes(s.memory_bytes)} / {fmt_bytes(s.capacity_bytes)}",
         ]
         if show_compute:
-            row.append(_fmt_s(s.compute_s))
-        row.append(_fmt_s(s.transfer_s) if k + 1 < len(result.evaluation.stages) else "-")
+            row.append(fmt_s(s.compute_s))
+        row.append(fmt_s(s.transfer_s) if k + 1 < len(result.evaluation.stages) else "-")
         rows.append(row)
     headers = ["stage", "node", "blocks", "memory / capacity"]
     headers += ["compute"] if show_compute else []
     headers += ["transfer out"]
-    print(_table(headers, rows))
+    print(table(headers, rows))
     thr = result.evaluation.throughput_per_s
     print(
-        f"bottleneck {_fmt_s(result.bottleneck_s)} per inference "
+        f"bottleneck {fmt_s(result.bottleneck_s)} per inference "
         f"({'unbounded' if math.isinf(thr) else f'{thr:.3f} inferences/s'}); "
-        f"lower bound {_fmt_s(result.lower_bound_s)}; gap "
+        f"lower bound {fmt_s(result.lower_bound_s)}; gap "
         f"{'-' if result.gap is None else f'{100 * result.gap:.2f}%'}"
     )
 
@@ -262,6 +280,7 @@ def cmd_solve(args) -> int:
             "transfer": args.transfer,
             "objective": args.objective,
             "input_shape": args.input_shape or [],
+            "sample_inputs": args.sample_inputs,
         }
     )
     if args.output:
@@ -305,14 +324,8 @@ def cmd_methods(args) -> int:
 # -- parser ---------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="partopt",
-        description="Split a DNN across an edge cluster as a pipeline with the smallest bottleneck.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def add_parsers(sub) -> None:
+    """Add ``inspect``, ``solve``, ``cluster`` and ``methods`` to the ``partopt`` command line."""
     p = sub.add_parser("inspect", help="show a model's cut points and blocks")
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -328,12 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", metavar="FILE", help="cluster file (JSON or YAML)")
     p.add_argument(
         "--paper-cluster",
-        type=int,
+        type=int_at_least(1),
         metavar="N",
         help="generate the original work's random geometric cluster of N nodes",
     )
-    p.add_argument("--capacity-mb", type=float, metavar="C", help="node memory in MB (2**20 bytes)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the cluster and the method")
+    p.add_argument(
+        "--capacity-mb", type=float_at_least(0), metavar="C", help="node memory in MB (2**20 bytes)"
+    )
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed for the cluster and the method"
+    )
     p.add_argument(
         "--method", default="exact", help="solver (see `partopt methods`; default exact)"
     )
@@ -349,52 +366,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="communication",
         help="communication only (default) or max(communication, compute)",
     )
-    p.add_argument("--time-limit", type=float, metavar="S", help="solver time limit in seconds")
+    p.add_argument(
+        "--time-limit", type=float_at_least(0), metavar="S", help="solver time limit in seconds"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-o", "--output", metavar="PLAN.json", help="also write the JSON plan here")
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("cluster", help="write a generated cluster file")
     p.add_argument("layout", choices=("paper", "grid", "ring"))
-    p.add_argument("--nodes", type=int, required=True, metavar="N")
-    p.add_argument("--capacity-mb", type=float, required=True, metavar="C")
-    p.add_argument("--rows", type=int, help="grid rows")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nodes", type=int_at_least(1), required=True, metavar="N")
+    p.add_argument("--capacity-mb", type=float_at_least(0), required=True, metavar="C")
+    p.add_argument("--rows", type=int_at_least(1), help="grid rows")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("-o", "--output", metavar="FILE", help="JSON or YAML file (default: print)")
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("methods", help="list the available solvers")
     p.set_defaults(func=cmd_methods)
-
-    for mod in _EXTENSIONS:
-        try:
-            ext = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-            continue
-        ext.add_parsers(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("partopt: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-    except (ValueError, OSError) as exc:
-        # ModelError, ClusterError, InvalidPlan, SolverRefused and CliError are ValueErrors
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{msg}: {exc.filename}"
-        print(f"partopt: error: {msg}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
