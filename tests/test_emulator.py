@@ -430,3 +430,30 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_two_faults_at_once_and_a_fault_on_an_idle_node_are_recorded(model_and_chain):
+    model, graph, chain = model_and_chain
+    problem = Problem(chain, cluster(6, mbps=4.0, slow={(1, 2): 1.0}))
+    bottleneck = 8 * chain.transfer_bytes[0] / 1e6
+    faults = (
+        parse_fault(f"n4@{3 * bottleneck}"),  # hosts no stage
+        parse_fault(f"n1@{10 * bottleneck}"),
+        parse_fault(f"freeze:n2@{10 * bottleneck}"),  # goes down with n1's pipeline
+    )
+    opts = EmulatorOptions(
+        requests=40, time_scale=SCALE, heartbeat_s=0.02, detect_timeout_s=1.0, faults=faults
+    )
+    emu = Emulator(model, problem, thirds(chain), opts, layer_graph=graph)
+    r = emu.run()
+    assert r.error is None, r.error
+    assert sorted(emu.delivered) == list(range(40))
+    by_node = {f["node"]: f for f in r.faults}
+    assert set(by_node) == {"n1", "n2", "n4"}
+    assert by_node["n4"]["detected_as"] == "no stage" and by_node["n4"]["detected_at_s"] is None
+    assert by_node["n1"]["detected_as"] == "dead" and by_node["n1"]["also_lost"] == ["node n2"]
+    assert by_node["n2"]["detected_as"] == "lost with the pipeline torn down for node n1"
+    assert by_node["n2"]["detected_at_s"] == by_node["n1"]["detected_at_s"]
+    assert by_node["n2"]["outage_s"] is not None and by_node["n2"]["outage_s"] > 0
+    assert not {"n1", "n2", "n4"} & {s["node"] for s in r.deployments[-1]["plan"]}
+    assert not _live_children(os.getpid())

@@ -192,7 +192,7 @@ def cmd_emulate(args) -> int:
         model = random_weights(model, args.random_weights)
         weights_note = f"random (seed {args.random_weights})"
     emu = Emulator(model, problem, plan, opts, layer_graph=graph, input_shapes=shapes)
-    report = emu.run()
+    report = _run_terminable(emu)
     if weights_note and report.weights == "model":
         report.weights = weights_note
     if args.json:
@@ -202,7 +202,33 @@ def cmd_emulate(args) -> int:
     if report.error:
         print(f"partopt: error: {report.error}", file=sys.stderr)
         return 1
+    if report.verified is False:
+        print(
+            "partopt: error: the pipeline's results do not match the unsplit model's "
+            f"(max relative error {report.verify_max_rel_error:.3g})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _run_terminable(emu):
+    """Run ``emu``; SIGTERM ends the run like Ctrl-C, so workers and temporary files go too."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return emu.run()
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one clean-up, not two
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return emu.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _add_chain_args(p: argparse.ArgumentParser) -> None:
@@ -305,8 +331,16 @@ def add_parsers(sub) -> None:
         default=0,
         help="first of stages + 2 consecutive loopback ports (default: chosen by the system)",
     )
-    p.add_argument("--replan-method", default="auto", help="solver for re-planning (auto)")
-    p.add_argument("--replan-time-limit", type=float, default=10.0, metavar="S")
+    p.add_argument(
+        "--replan-method", default="auto", help="solver for re-planning (auto, or a method name)"
+    )
+    p.add_argument(
+        "--replan-time-limit",
+        type=float_above(0),
+        default=10.0,
+        metavar="S",
+        help="time limit of each re-planning solver, seconds (10)",
+    )
     p.add_argument(
         "--detect-timeout",
         type=float_above(0),

@@ -8,11 +8,23 @@ that they compare directly with the plan's predicted bottleneck.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["EmulationReport", "steady_throughput", "format_report"]
+if TYPE_CHECKING:
+    from partopt.emulator.dispatcher import Emulator
+
+__all__ = [
+    "EmulationReport",
+    "build_report",
+    "format_report",
+    "steady_throughput",
+    "throughput",
+    "verify_outputs",
+]
 
 
 def steady_throughput(done_times_s, skip: int | None = None) -> float | None:
@@ -171,3 +183,157 @@ def format_report(r: EmulationReport) -> str:
     if r.error:
         out.append(f"error: {r.error}")
     return "\n".join(out)
+
+
+def throughput(bottleneck_s: float | None) -> float | None:
+    """Requests per second of a pipeline whose bottleneck is ``bottleneck_s`` (``None``: unknown)."""
+    if bottleneck_s is None or not math.isfinite(bottleneck_s) or bottleneck_s <= 0:
+        return None
+    return 1.0 / bottleneck_s
+
+
+def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
+    """The report of a finished run of ``emu`` that started at wall time ``t_wall``."""
+    scale = emu.opts.time_scale
+    names = emu.problem.cluster.names
+    lat = np.array([(emu.done[r] - emu.first_sent[r]) / scale for r in emu.done])
+    deployments = []
+    for dep in emu.deployments:
+        times = sorted(emu._emu(t) for r, t in emu.done.items() if emu.done_epoch[r] == dep.epoch)
+        deployments.append(
+            {
+                "epoch": dep.epoch,
+                "plan": [
+                    {
+                        "node": names[s.node],
+                        "first_block": s.first_block,
+                        "last_block": s.last_block,
+                    }
+                    for s in dep.plan.stages
+                ],
+                "predicted_bottleneck_s": dep.predicted_bottleneck_s,
+                "predicted_throughput": throughput(dep.predicted_bottleneck_s),
+                "measured_throughput": steady_throughput(times),
+                "results": len(times),
+                "started_at_s": emu._emu(dep.started),
+                "ended_at_s": None if dep.ended is None else emu._emu(dep.ended),
+            }
+        )
+    first = emu.deployments[0]
+    links, stages = [], []
+    for j, (s, w) in enumerate(zip(first.export.stages, first.workers, strict=True)):
+        st = w.state
+        computed = st.get("computed", 0)
+        stages.append(
+            {
+                "stage": j,
+                "node": names[w.node],
+                "first_block": s.first_block,
+                "last_block": s.last_block,
+                "onnx_nodes": s.onnx_nodes,
+                "input_bytes": s.input_bytes,
+                "output_bytes": s.output_bytes,
+                "computed": computed,
+                "compute_wall_s": st.get("compute_busy_s", 0.0) / computed if computed else None,
+            }
+        )
+        rate = first.rates[j]
+        if rate is None:
+            continue
+        nxt = first.plan.stages[j + 1].node
+        util = None
+        t0, t1 = st.get("first_send_t"), st.get("last_send_end_t")
+        if t0 is not None and t1 is not None and t1 > t0:
+            util = st.get("bytes_sent", 0) / rate / (t1 - t0)
+        cut = s.last_block
+        links.append(
+            {
+                "src": names[w.node],
+                "dst": names[nxt],
+                "bandwidth_mbps": float(emu.problem.cluster.bandwidth_mbps[w.node, nxt]),
+                "bytes_per_request": s.output_bytes,
+                "chain_transfer_bytes": float(emu.problem.transfer_bytes[cut]),
+                "predicted_s": emu.problem.transfer_time_s(cut, w.node, nxt),
+                "utilisation": util,
+            }
+        )
+        if (
+            s.output_bytes
+            and abs(s.output_bytes - emu.problem.transfer_bytes[cut]) > 0.01 * s.output_bytes
+        ):
+            emu.warnings.append(
+                f"cut after block {cut}: {s.output_bytes} bytes cross it, the chain's "
+                f"{emu.problem.transfer} model says {emu.problem.transfer_bytes[cut]:.0f}; "
+                "the prediction uses the chain"
+            )
+    bott_wall = first.predicted_bottleneck_s * scale
+    for st in stages:
+        c = st["compute_wall_s"]
+        if c and bott_wall > 0 and c > 0.5 * bott_wall:
+            emu.warnings.append(
+                f"stage {st['stage']} computes for {1e3 * c:.1f} wall ms per request, "
+                f"{100 * c / bott_wall:.0f}% of the predicted bottleneck ({1e3 * bott_wall:.1f} "
+                "wall ms): this machine's CPU, not the links, may set the pace; use a larger "
+                "--time-scale"
+            )
+    verified, max_rel = None, None
+    if emu.opts.verify and emu.outputs:
+        verified, max_rel = verify_outputs(emu)
+    done_times = [emu._emu(t) for t in emu.done.values()]
+    overall = None
+    if len(done_times) >= 2 and max(done_times) > 0:
+        overall = len(done_times) / max(done_times)
+    faults = [r.to_dict() for r in emu.fault_records]
+    faults.sort(key=lambda f: (f["injected_at_s"] is None, f["injected_at_s"] or 0.0))
+    return EmulationReport(
+        predicted_throughput=throughput(first.predicted_bottleneck_s),
+        predicted_bottleneck_s=first.predicted_bottleneck_s,
+        measured_throughput=deployments[0]["measured_throughput"],
+        overall_throughput=overall,
+        latency_p50_s=float(np.percentile(lat, 50)) if lat.size else None,
+        latency_p99_s=float(np.percentile(lat, 99)) if lat.size else None,
+        latency_mean_s=float(lat.mean()) if lat.size else None,
+        requests_sent=emu.opts.requests,
+        results_received=len(emu.done),
+        duplicates_dropped=emu.duplicates,
+        retransmissions=emu.retransmissions,
+        time_scale=scale,
+        wall_time_s=time.monotonic() - t_wall,
+        emulated_time_s=max(done_times, default=0.0),
+        window=emu.opts.window or 2 * len(emu.plan.stages) + 2,
+        plan=deployments[0]["plan"],
+        links=links,
+        stages=stages,
+        deployments=deployments,
+        faults=faults,
+        verified=verified,
+        verify_max_rel_error=max_rel,
+        weights=emu.weights,
+        warnings=emu.warnings,
+        error=emu.error,
+    )
+
+
+def verify_outputs(emu: Emulator) -> tuple[bool, float]:
+    """Whether every kept result matches the unsplit model; and the largest relative error."""
+    export = emu.deployments[0].export
+    from partopt.export import _with_input_shapes, random_inputs, session
+
+    fixed = _with_input_shapes(emu.model, {t.name: t.shape for t in export.inputs})
+    sess = session(fixed)
+    names = [t.name for t in export.outputs]
+    ok, max_rel = True, 0.0
+    for rid, got in sorted(emu.outputs.items()):
+        inputs = random_inputs(export.inputs, emu._input_seed(rid), export.meta.get("index_bounds"))
+        want = sess.run(names, inputs)
+        for a, b in zip(want, got, strict=True):
+            a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            if a64.shape != b64.shape:
+                return False, math.inf
+            err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+            scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+            rel = err / scale if scale > 0 else (0.0 if err == 0 else math.inf)
+            max_rel = max(max_rel, rel)
+            if err > 1e-5 + 1e-3 * scale:
+                ok = False
+    return ok, max_rel

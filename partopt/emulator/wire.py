@@ -8,7 +8,9 @@ frame naming the deployment (epoch) and the sending stage. A receiver that
 knows what to expect rejects anything else (wrong magic, length, CRC, dtype
 or shape) as :class:`Garbage`.
 
-Control connections carry one JSON object per line.
+Control connections carry one JSON object per line (at most
+:data:`MAX_CONTROL_LINE` bytes). Every connection, data or control, is
+authenticated first (:mod:`partopt.emulator.auth`).
 
 Links are shaped in the sender by a :class:`TokenBucket`: bytes go out in
 chunks, each waiting for its tokens, so a message of ``S`` bytes on a link of
@@ -40,6 +42,7 @@ __all__ = [
     "send_frame",
     "recv_frame",
     "ControlChannel",
+    "MAX_CONTROL_LINE",
     "dtype_of",
 ]
 
@@ -48,8 +51,8 @@ KIND_DATA = 1
 KIND_HELLO = 2
 HEADER = struct.Struct("!4sBIQQI")  # magic, kind, epoch, request id / stage, payload bytes, crc32
 _TENSOR_HEAD = struct.Struct("!BB")  # ONNX elem_type, ndim
-MAX_UNKNOWN_PAYLOAD = 1 << 31
-"""Largest payload accepted when the expected size is unknown (2 GiB)."""
+MAX_CONTROL_LINE = 1 << 16
+"""Longest control message, in bytes (heartbeats are a few hundred)."""
 
 # ONNX TensorProto elem_type -> numpy dtype, for the types that can cross a link
 _DTYPES = {
@@ -217,18 +220,27 @@ def recv_frame(
 ) -> tuple[int, int, int, bytearray]:
     """``(kind, epoch, ident, payload)`` of the next frame; :class:`Garbage` if malformed.
 
-    Raises :class:`EOFError` on a clean close between frames.
+    The length prefix is checked before anything is allocated: a ``HELLO``
+    carries no payload, and a data frame must be exactly ``expected_size``
+    bytes, what the stage's manifest says crosses the link (``None``: no data
+    frame is expected). So a peer cannot make the receiver reserve more than
+    one message of the plan. Raises :class:`EOFError` on a clean close between
+    frames.
     """
     head = _recv_exact(sock, HEADER.size, "header")
     magic, kind, epoch, ident, size, crc = HEADER.unpack(head)
     if magic != MAGIC:
         raise Garbage(f"bad frame magic {bytes(magic)!r}")
-    if kind not in (KIND_DATA, KIND_HELLO):
+    if kind == KIND_HELLO:
+        if size:
+            raise Garbage(f"hello frame announces {size} payload bytes, expected none")
+    elif kind == KIND_DATA:
+        if expected_size is None:
+            raise Garbage(f"data frame of {size} bytes where none is expected")
+        if size != expected_size:
+            raise Garbage(f"frame of {size} bytes, expected {expected_size}")
+    else:
         raise Garbage(f"unknown frame kind {kind}")
-    if kind == KIND_DATA and expected_size is not None and size != expected_size:
-        raise Garbage(f"frame of {size} bytes, expected {expected_size}")
-    if size > MAX_UNKNOWN_PAYLOAD:
-        raise Garbage(f"frame of {size} bytes is too large")
     payload = _recv_exact(sock, size, "payload") if size else bytearray()
     if zlib.crc32(payload) != crc:
         raise Garbage(f"CRC mismatch in a frame of {size} bytes")
@@ -250,9 +262,11 @@ class ControlChannel:
 
     def recv(self) -> dict | None:
         """Next message, or ``None`` when the peer closed the connection."""
-        line = self._reader.readline()
+        line = self._reader.readline(MAX_CONTROL_LINE + 1)
         if not line:
             return None
+        if len(line) > MAX_CONTROL_LINE:
+            raise Garbage(f"control line longer than {MAX_CONTROL_LINE} bytes")
         try:
             msg = json.loads(line)
         except ValueError:

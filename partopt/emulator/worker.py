@@ -1,7 +1,11 @@
 """One pipeline stage as a process: receive, compute with onnxruntime, send (shaped).
 
 Started by the dispatcher as ``python -m partopt.emulator.worker CONFIG.json``
-with its listening socket inherited (``listen_fd``). Three threads keep the
+(a :class:`~partopt.emulator.config.WorkerConfig`) with its listening socket
+inherited (``listen_fd``) and the run's secret on standard input. Every
+connection it makes or accepts is authenticated with that secret
+(:mod:`partopt.emulator.auth`); strangers are dropped without a word, and
+without any effect on the stage. Three threads keep the
 stage busy the way a device would: one reads frames from upstream, one runs
 the stage's ONNX model, one sends results downstream through a token bucket,
 so that a stage computes request ``i + 1`` while request ``i`` is on the wire.
@@ -15,7 +19,6 @@ closes or on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -24,6 +27,8 @@ import sys
 import threading
 import time
 
+from partopt.emulator.auth import Unauthenticated, accept_peer, authenticate_to
+from partopt.emulator.config import WorkerConfig
 from partopt.emulator.wire import (
     KIND_DATA,
     KIND_HELLO,
@@ -60,13 +65,14 @@ def _quit(*_):
 class Stage:
     """State shared by the worker's threads; counters are read by the heartbeat."""
 
-    def __init__(self, cfg: dict, control: ControlChannel) -> None:
+    def __init__(self, cfg: WorkerConfig, secret: bytes, control: ControlChannel) -> None:
         self.cfg = cfg
+        self.secret = secret
         self.control = control
-        self.index = int(cfg["stage"])
-        self.epoch = int(cfg["epoch"])
-        self.in_specs = cfg["inputs"]
-        self.out_specs = cfg["outputs"]
+        self.index = cfg.stage
+        self.epoch = cfg.epoch
+        self.in_specs = cfg.inputs
+        self.out_specs = cfg.outputs
         self.in_q: queue.Queue = queue.Queue()
         self.out_q: queue.Queue = queue.Queue()
         self.received = self.computed = self.sent = 0
@@ -83,13 +89,9 @@ class Stage:
     # -- threads ----------------------------------------------------------------------
 
     def receive(self, listener: socket.socket) -> None:
-        conn, _ = listener.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = self._accept_upstream(listener)
         expected = payload_size(self.in_specs)
         try:
-            kind, epoch, _, _ = recv_frame(conn)
-            if kind != KIND_HELLO or epoch != self.epoch:
-                raise Garbage(f"expected a hello for epoch {self.epoch}")
             while True:
                 kind, epoch, rid, payload = recv_frame(conn, expected)
                 if kind != KIND_DATA or epoch != self.epoch:
@@ -102,10 +104,48 @@ class Stage:
         except (EOFError, ConnectionError, OSError):
             pass
 
+    def _accept_upstream(self, listener: socket.socket) -> socket.socket:
+        """The first connection that proves the secret and says hello for this epoch.
+
+        Each connection is checked in its own thread, with a time limit, so a
+        stranger who connects and says nothing cannot delay the real upstream;
+        connections after it are closed unread.
+        """
+        chosen: queue.Queue = queue.Queue()
+        taken = threading.Event()
+
+        def check(conn: socket.socket) -> None:
+            try:
+                if taken.is_set():
+                    raise Unauthenticated("upstream already connected")
+                accept_peer(conn, self.secret)
+                conn.settimeout(5.0)
+                kind, epoch, _, _ = recv_frame(conn)
+                conn.settimeout(None)
+                if kind != KIND_HELLO or epoch != self.epoch or taken.is_set():
+                    raise Unauthenticated(f"expected one hello for epoch {self.epoch}")
+                taken.set()
+            except (Unauthenticated, Garbage, EOFError, OSError):
+                conn.close()
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            chosen.put(conn)
+
+        def accept_loop() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=check, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept_loop, daemon=True).start()
+        return chosen.get()
+
     def compute(self) -> None:
         names = [s["name"] for s in self.out_specs]
         in_names = [s["name"] for s in self.in_specs]
-        floor_s = float(self.cfg.get("compute_floor_s") or 0.0)
+        floor_s = self.cfg.compute_floor_s
         while True:
             rid, arrays = self.in_q.get()
             if self.fault == "hang":
@@ -125,9 +165,10 @@ class Stage:
             self.out_q.put((rid, outs))
 
     def send(self, conn: socket.socket) -> None:
-        rate = self.cfg.get("rate_bytes_per_s")
-        bucket = TokenBucket(rate, self.cfg["burst_bytes"]) if rate else None
-        chunk = int(self.cfg.get("chunk_bytes") or 65536)
+        rate = self.cfg.rate_bytes_per_s
+        burst = self.cfg.burst_bytes or 2.0 * self.cfg.chunk_bytes
+        bucket = TokenBucket(rate, burst) if rate else None
+        chunk = self.cfg.chunk_bytes
         try:
             send_frame(conn, KIND_HELLO, self.epoch, self.index, [])
             while True:
@@ -189,18 +230,34 @@ class Stage:
             os._exit(0)
 
 
-def _connect(addr, deadline_s: float) -> socket.socket:
+def _connect(addr, secret: bytes, deadline_s: float) -> socket.socket:
+    """A connection to ``addr`` that passed the handshake (retried until ``deadline_s``)."""
     end = time.monotonic() + deadline_s
     while True:
         try:
             s = socket.create_connection(tuple(addr), timeout=5)
             s.settimeout(None)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return s
         except OSError:
             if time.monotonic() > end:
                 raise
             time.sleep(0.02)
+            continue
+        try:
+            authenticate_to(s, secret)
+            return s
+        except OSError:
+            s.close()
+            raise
+
+
+def _read_secret() -> bytes:
+    """The run's secret, from standard input (a pipe only the dispatcher writes to)."""
+    data = sys.stdin.buffer.read()
+    try:
+        return bytes.fromhex(data.decode("ascii").strip())
+    except ValueError:
+        raise SystemExit("the run's secret on standard input is not hex") from None
 
 
 def _warm_up(stage: Stage) -> float:
@@ -223,26 +280,26 @@ def _warm_up(stage: Stage) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    with open(argv[0]) as fh:
-        cfg = json.load(fh)
-    die_with_parent(int(cfg["parent_pid"]))
+    cfg = WorkerConfig.load(argv[0])
+    die_with_parent(cfg.parent_pid)
     signal.signal(signal.SIGINT, _quit)
     signal.signal(signal.SIGTERM, _quit)
+    secret = _read_secret()
 
-    listener = socket.socket(fileno=int(cfg["listen_fd"]))
-    control = ControlChannel(_connect(cfg["control"], 30))
-    stage = Stage(cfg, control)
+    listener = socket.socket(fileno=cfg.listen_fd)
+    control = ControlChannel(_connect(cfg.control, secret, 30))
+    stage = Stage(cfg, secret, control)
     stage._report({"type": "hello", "pid": os.getpid()})
 
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(cfg.get("threads", 1))
+    opts.intra_op_num_threads = cfg.threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     try:
         stage.session = ort.InferenceSession(
-            cfg["model_path"], opts, providers=["CPUExecutionProvider"]
+            cfg.model_path, opts, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # noqa: BLE001 - reported, then exit
         stage._report(
@@ -250,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     warm = _warm_up(stage)
-    down = _connect(cfg["downstream"], 30)
+    down = _connect(cfg.downstream, secret, 30)
     for target, args in ((stage.receive, (listener,)), (stage.compute, ()), (stage.send, (down,))):
         threading.Thread(target=target, args=args, daemon=True).start()
     stage._report({"type": "ready", "warmup_s": warm})
@@ -269,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 stage._report({**stage.state(), "type": "stats"})
 
     threading.Thread(target=commands, daemon=True).start()
-    period = float(cfg.get("heartbeat_s", 0.05))
+    period = cfg.heartbeat_s
     while True:
         time.sleep(period)
         stage._report(stage.state())

@@ -230,13 +230,21 @@ def improve(
     "local-search",
     description="greedy plan, then moves of cuts and nodes while the bottleneck drops",
 )
-def solve_local_search(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> SolverOutput:
-    """Local search (:func:`improve`) from the ``greedy`` plan; deterministic."""
+def solve_local_search(
+    problem: Problem, *, time_limit_s=None, seed: int = 0, warm_start=None, **_
+) -> SolverOutput:
+    """Local search (:func:`improve`) from ``warm_start`` (a valid plan) or the ``greedy`` plan."""
     from partopt.solvers.greedy import solve_greedy
 
     t0 = time.perf_counter()
     deadline = math.inf if time_limit_s is None else t0 + time_limit_s
-    start = solve_greedy(problem, time_limit_s=time_limit_s)
+    start = (
+        SolverOutput(
+            "feasible", warm_start, bottleneck_s(problem, warm_start.cuts, warm_start.nodes)
+        )
+        if warm_start is not None
+        else solve_greedy(problem, time_limit_s=time_limit_s)
+    )
     greedy_s = time.perf_counter() - t0
     if start.plan is None:
         return SolverOutput(

@@ -7,16 +7,17 @@ that less has to move):
 * **repair** -- the current plan with every stage on a lost node moved to a
   spare node (and, for a lost link, one of its two ends moved), each choice
   the best by ``evaluate``. Fast, and often all a single fault needs.
-* **polish** -- local search (:func:`partopt.solvers.local_search.improve`,
-  moves of cuts and nodes while the bottleneck drops) started from the
-  repair plan: the warm start proper.
+* **polish** -- the ``local-search`` method (moves of cuts and nodes while
+  the bottleneck drops) started from the repair plan: the warm start proper.
 * **solve** -- :func:`partopt.solve.solve` on the surviving cluster, given
   the repair plan's bottleneck as ``max_time_s`` (an incumbent value the
   ``milp`` method uses to prune) and the plan as ``warm_start`` (for methods
   that take one; the others ignore both).
 
 All plans here use node indices of the *full* cluster; the sub-problem on
-the surviving nodes is an implementation detail.
+the surviving nodes is an implementation detail. Solvers are reached only
+through the registry and :func:`partopt.solve.solve`, and get only the
+options their signature names.
 """
 
 from __future__ import annotations
@@ -28,16 +29,54 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from partopt import solvers
 from partopt.cluster import Cluster
+from partopt.errors import PartoptError
 from partopt.plan import InvalidPlan, Plan, Stage, evaluate
 from partopt.problem import Problem
+from partopt.solve import solve
 
-__all__ = ["Replan", "surviving_problem", "replan", "AUTO_METHODS"]
+__all__ = [
+    "AUTO_METHODS",
+    "Replan",
+    "UnknownReplanMethod",
+    "check_replan_method",
+    "replan",
+    "surviving_problem",
+]
 
 AUTO_METHODS = ("bottleneck-search", "exact", "milp", "brute", "random")
 """Methods tried in order by ``method="auto"``: the first registered one that returns a
 plan is used. The fast heuristic comes first because every second spent re-planning is a
 second of outage; pass ``method="exact"`` for a proven optimum."""
+
+
+class UnknownReplanMethod(PartoptError):
+    """A re-planning method that is neither ``auto`` nor a registered solver."""
+
+
+def check_replan_method(method: str) -> None:
+    """Raise :class:`UnknownReplanMethod` unless ``method`` is ``auto`` or a registered solver.
+
+    Examples
+    --------
+    >>> check_replan_method("auto"); check_replan_method("brute")
+    >>> check_replan_method("nosuch")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    partopt.replan.UnknownReplanMethod: unknown re-planning method 'nosuch'; choose auto or one of ...
+    """
+    known = sorted(solvers.available())
+    if method != "auto" and method not in known:
+        raise UnknownReplanMethod(
+            f"unknown re-planning method {method!r}; choose auto or one of {', '.join(known)}"
+        )
+
+
+def _accepted(method: str, options: dict) -> dict:
+    """The entries of ``options`` that ``method``'s function names as parameters."""
+    known = solvers.option_names(method)
+    return {k: v for k, v in options.items() if k in known}
 
 
 @dataclass
@@ -155,23 +194,20 @@ def _partial_score(sub: Problem, stages: list[Stage], k: int) -> float:
 
 
 def _polish(sub: Problem, plan: Plan, time_limit_s) -> Plan | None:
-    """Local search from ``plan``; ``None`` if the local-search module is not available."""
-    try:
-        from partopt.solvers.local_search import improve, to_plan
-    except ImportError:
+    """``local-search`` from ``plan``; ``None`` if that method is missing or fails."""
+    if "local-search" not in solvers.available():
         return None
-    deadline = math.inf if time_limit_s is None else time.perf_counter() + float(time_limit_s)
+    opts = _accepted("local-search", {"warm_start": plan})
+    if not opts:
+        return None  # a local search that cannot start from our plan is not a polish
     try:
-        cuts, nodes, _ = improve(sub, plan.cuts, plan.nodes, deadline=deadline)
-        return to_plan(sub, cuts, nodes)
-    except Exception:  # noqa: BLE001 - a failing heuristic leaves the other candidates
+        res = solve(sub, "local-search", time_limit_s=time_limit_s, **opts)
+    except PartoptError:
         return None
+    return res.plan if res.status in ("optimal", "feasible") else None
 
 
 def _solve(sub: Problem, method: str, warm: Plan | None, warm_val: float, time_limit_s, seed):
-    from partopt import solvers
-    from partopt.solve import solve
-
     methods = AUTO_METHODS if method == "auto" else (method,)
     tried = []
     try:
@@ -183,11 +219,10 @@ def _solve(sub: Problem, method: str, warm: Plan | None, warm_val: float, time_l
             continue
         opts = {}
         if warm is not None and math.isfinite(warm_val):
-            opts = {"warm_start": warm, "max_time_s": warm_val}
-            opts = {k: v for k, v in opts.items() if k in solvers.option_names(m)}
+            opts = _accepted(m, {"warm_start": warm, "max_time_s": warm_val})
         try:
             res = solve(sub, m, time_limit_s=time_limit_s, seed=seed, **opts)
-        except ValueError as exc:  # SolverRefused: too large for this method
+        except PartoptError as exc:  # SolverRefused: too large for this method
             tried.append(f"{m}: {exc}")
             continue
         if res.plan is not None and res.status in ("optimal", "feasible"):
