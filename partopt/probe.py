@@ -49,12 +49,29 @@ class ProbeError(PartoptError):
     """Inputs a model cannot be run on; the message is one line.
 
     ``values_may_help`` is false when real input values would not help
-    either (onnxruntime lacks a kernel for an op).
+    either (onnxruntime lacks a kernel for an op). ``failed_node`` is the
+    ``(op type, node name)`` onnxruntime stopped at, when its message says.
     """
 
-    def __init__(self, message: str, *, values_may_help: bool = True) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        values_may_help: bool = True,
+        failed_node: tuple[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.values_may_help = values_may_help
+        self.failed_node = failed_node
+
+
+_FAILED_NODE = re.compile(r"while running (\w+) node\. Name:'([^']*)'")
+
+
+def failed_node(text: str) -> tuple[str, str] | None:
+    """``(op type, node name)`` of the node an onnxruntime error message names, if any."""
+    m = _FAILED_NODE.search(text)
+    return (m.group(1), m.group(2)) if m else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -425,7 +442,9 @@ def probe_shapes(
                 f"or replace the op ({text})",
                 values_may_help=False,
             ) from None
-        raise ProbeError(f"onnxruntime cannot run the model: {text}") from None
+        raise ProbeError(
+            f"onnxruntime cannot run the model: {text}", failed_node=failed_node(text)
+        ) from None
     result = ProbeResult("sample-inputs" if sample else "probe", weights=weights)
     for i, n in enumerate(names):
         a = np.asarray(first[i])
