@@ -319,3 +319,15 @@ def test_advice_names_what_is_still_missing_not_what_was_given():
     assert "'B'" in msg and "--input-shape B=1xN" in msg and "A=" not in msg
     graph = load_graph(model, {"A": (1, 4), "B": (1, 4)})
     assert build_chain(graph, "multi").num_blocks == 2
+
+
+@pytest.mark.parametrize("name", ["loop_scan_output", "range_from_input", "if_on_sample_rate"])
+def test_profiled_shapes_equal_those_of_exposed_outputs(name):
+    from partopt.probe import _exposed_runs, _profiled_runs, make_inputs
+
+    model = getattr(M, name)()
+    names = [o for n in model.graph.node for o in n.output if o]
+    feeds = [make_inputs(model, {}, seed=0)]
+    profiled = _profiled_runs(model, names, feeds)
+    assert set(profiled[0]) == set(names)  # every main-graph tensor found in the profile
+    assert profiled == _exposed_runs(model, names, feeds)
