@@ -422,7 +422,9 @@ def probe_shapes(
     feeds = [inputs] if sample else [inputs, _perturbed(inputs, index_bounds(run), seed)]
     original = [n.name for n in run.graph.node]
     try:
-        runs = _profiled_runs(run, names, feeds)
+        # a Loop or Scan writes a profile event per node per iteration: expose instead
+        looped = any(n.op_type in ("Loop", "Scan") for n in run.graph.node)
+        runs = [{} for _ in feeds] if looped else _profiled_runs(run, names, feeds)
         rest = [n for n in names if any(n not in seen for seen in runs)]
         if rest:  # not in the profile: expose them as outputs and read them
             for seen, got in zip(runs, _exposed_runs(run, rest, feeds), strict=True):
