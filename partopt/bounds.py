@@ -217,7 +217,8 @@ def distinct_links_bound_s(problem: Problem, depth: int = MATCH_DEPTH) -> float:
     b = problem.num_blocks
     cap = float(problem.cluster.memory_bytes.max())
     mem_end = farthest_ends(problem, cap)
-    smax = float(problem.cluster.flops_per_s.max()) if problem.uses_compute else None
+    speeds = problem.cluster.flops_per_s
+    smax = float(speeds.max()) if problem.uses_compute and speeds is not None else None
     pairs = pair_bandwidths_mbps(problem)
     depth = max(0, int(depth))
     # Missing pairs count as bandwidth 0 (never good enough): with fewer than
@@ -267,10 +268,10 @@ def compute_bound_s(problem: Problem) -> float:
     while each is at most :math:`\\beta s_v` on distinct nodes, so
     :math:`\\beta \\ge F_\\text{total} / \\sum_v s_v`.
     """
-    if not problem.uses_compute:
+    speeds = problem.cluster.flops_per_s
+    if not problem.uses_compute or speeds is None:
         return 0.0
     b = problem.num_blocks
-    speeds = problem.cluster.flops_per_s
     smax = float(speeds.max())
     total = float(problem._flops_prefix[-1])
     by_sum = total / float(speeds.sum())

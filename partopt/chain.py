@@ -405,21 +405,27 @@ def _multi_order(graph: LayerGraph, plan: _SinglePlan) -> list[int]:
     done = [False] * n
     pending: list[list[int]] = [[] for _ in range(len(plan.cuts) + 1)]
     heap: list[tuple[int, int, int]] = []
-    state = {"current": 0, "held": None, "clock": 0}
+    current = 0  # the segment being scheduled
+    held: int | None = None  # the current segment's cut, once ready
+    clock = 0
     result: list[int] = []
 
     def offer(v: int) -> None:
+        nonlocal held
         if cut_of.get(seg[v]) == v:
-            state["held"] = v  # a segment's cut runs last in it
+            held = v  # a segment's cut runs last in it
         else:
-            heappush(heap, (delta[v], -stamp[v], v))
+            d = delta[v]
+            assert d is not None, "only ready nodes are offered"
+            heappush(heap, (d, -stamp[v], v))
 
     def make_ready(v: int) -> None:
+        nonlocal clock
         freed = sum(nbytes[t] for t in a.node_in[v] if remaining[t] == 1)
         delta[v] = out_bytes[v] - freed
-        state["clock"] += 1
-        stamp[v] = state["clock"]
-        if seg[v] == state["current"]:
+        clock += 1
+        stamp[v] = clock
+        if seg[v] == current:
             offer(v)
         else:
             pending[seg[v]].append(v)
@@ -431,10 +437,11 @@ def _multi_order(graph: LayerGraph, plan: _SinglePlan) -> list[int]:
             remaining[t] -= 1
             if remaining[t] == 1 and not a.is_output[t]:
                 w = next(c for c in a.consumers[t] if not done[c])
-                if delta[w] is not None:
-                    delta[w] -= nbytes[t]
-                    if seg[w] == state["current"] and state["held"] != w:
-                        heappush(heap, (delta[w], -stamp[w], w))
+                d = delta[w]
+                if d is not None:
+                    delta[w] = d = d - nbytes[t]
+                    if seg[w] == current and held != w:
+                        heappush(heap, (d, -stamp[w], w))
         for w in a.succs[v]:
             indeg[w] -= 1
             if indeg[w] == 0:
@@ -444,7 +451,7 @@ def _multi_order(graph: LayerGraph, plan: _SinglePlan) -> list[int]:
         if indeg[v] == 0:
             make_ready(v)
     for s in range(len(plan.cuts) + 1):
-        state["current"] = s  # the heap is empty, held is None (or seg-0 nodes)
+        current = s  # the heap is empty, held is None (or seg-0 nodes)
         for v in pending[s]:
             offer(v)
         pending[s] = []
@@ -454,10 +461,9 @@ def _multi_order(graph: LayerGraph, plan: _SinglePlan) -> list[int]:
                 if not done[v] and d == delta[v]:
                     break
             else:
-                v = state["held"]
-                if v is None:
+                if held is None:
                     break
-                state["held"] = None
+                v, held = held, None
             run(v)
     if len(result) != n:  # pragma: no cover - the segments are closed under predecessors
         raise RuntimeError("multi-tensor order lost nodes")
@@ -537,12 +543,12 @@ def _assemble(graph: LayerGraph, order: list[int], bounds: list[int], cuts: str)
             paper[i] += mbit * 1e6 / 8
     return Chain(
         name=graph.name,
-        param_bytes=param,
-        activation_peak_bytes=peak,
-        paper_memory_bytes=paper_mem,
-        flops=flops,
-        transfer_bytes=transfer,
-        paper_transfer_bytes=paper,
+        param_bytes=np.asarray(param, dtype=float),
+        activation_peak_bytes=np.asarray(peak, dtype=float),
+        paper_memory_bytes=np.asarray(paper_mem, dtype=float),
+        flops=np.asarray(flops, dtype=float),
+        transfer_bytes=np.asarray(transfer, dtype=float),
+        paper_transfer_bytes=np.asarray(paper, dtype=float),
         cut_names=tuple(nodes[order[b]].name for b in bounds),
         block_nodes=tuple(block_nodes),
         cut_tensors=tuple(tuple(a.tensor_names[t] for t in c) for c in crossing),

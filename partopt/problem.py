@@ -174,9 +174,10 @@ class Problem:
 
     def compute_time_s(self, first: int, last: int, node: int) -> float:
         """Seconds per inference to run blocks ``first..last`` on ``node`` (0 without speeds)."""
-        if not self.uses_compute:
+        speeds = self.cluster.flops_per_s
+        if not self.uses_compute or speeds is None:
             return 0.0
-        return self.stage_flops(first, last) / float(self.cluster.flops_per_s[node])
+        return self.stage_flops(first, last) / float(speeds[node])
 
     def transfer_time_s(self, cut: int, src: int, dst: int) -> float:
         """Seconds to send the cut after block ``cut`` from ``src`` to ``dst`` (``inf``: no link)."""

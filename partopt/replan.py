@@ -279,7 +279,11 @@ def replan(
     repaired = _repair(sub, current, pos, dead_links)
     repair_val = math.inf if repaired is None else _score(sub, repaired)
     candidates: dict = {"repair": None if not math.isfinite(repair_val) else repair_val}
-    polished = _polish(sub, repaired, time_limit_s) if math.isfinite(repair_val) else None
+    polished = (
+        _polish(sub, repaired, time_limit_s)
+        if repaired is not None and math.isfinite(repair_val)
+        else None
+    )
     polish_val = math.inf if polished is None else _score(sub, polished)
     if polished is not None:
         candidates["polish"] = polish_val if math.isfinite(polish_val) else None
@@ -299,11 +303,12 @@ def replan(
         return sum((s.first_block, s.last_block, keep[s.node]) in old for s in plan.stages)
 
     options = []
-    if math.isfinite(repair_val):
+    # A finite value implies its plan exists; the `is not None` tests say so to the type checker.
+    if repaired is not None and math.isfinite(repair_val):
         options.append((repair_val, -kept(repaired), "repair", repaired))
-    if math.isfinite(polish_val):
+    if polished is not None and math.isfinite(polish_val):
         options.append((polish_val, -kept(polished), "polish", polished))
-    if math.isfinite(solve_val):
+    if res is not None and res.plan is not None and math.isfinite(solve_val):
         options.append((solve_val, -kept(res.plan), f"solve:{used}", res.plan))
     runtime = time.perf_counter() - t0
     if not options:

@@ -81,8 +81,9 @@ def build(problem: Problem):
     mem_sum, mem_max = problem.mem_sum, problem.mem_max
     cap = problem.cluster.memory_bytes * (1 + MEMORY_TOLERANCE)
     upper = max([0.0, *(float(tau[k]) for k in links)])
-    if problem.uses_compute:
-        upper = max(upper, float(problem.chain.flops.sum() / problem.cluster.flops_per_s.min()))
+    speeds = problem.cluster.flops_per_s
+    if problem.uses_compute and speeds is not None:
+        upper = max(upper, float(problem.chain.flops.sum() / speeds.min()))
 
     m = pyo.ConcreteModel(name="layered-flow")
     m.B = pyo.Set(initialize=range(b), doc="blocks")
@@ -205,6 +206,7 @@ def solve_direct_milp(
         return SolverOutput(
             "optimal", plan, objective_s=out.objective, lower_bound_s=out.bound, info=info
         )
+    assert plan is not None, "a feasible solution assigns every block to a stage"
     return SolverOutput(
         "feasible",
         plan,

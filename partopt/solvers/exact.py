@@ -180,7 +180,7 @@ class ExactSearch:
         b, n = self.num_blocks, self.num_nodes
         p = self.flops_prefix
         first = np.broadcast_to(np.arange(b), (n, b))
-        speed = self.speed[:, None]
+        speed = self._speeds[:, None]
         lo = first - 1
         hi = np.full((n, b), b)
         while True:
@@ -363,7 +363,7 @@ class ExactSearch:
         nrows = row_comp
         if self.problem.uses_compute:
             p = self.flops_prefix
-            ct = (p[last + 1] - p[first]) / self.speed[node]
+            ct = (p[last + 1] - p[first]) / self._speeds[node]
             rows += [row_comp + node, row_comp + np.arange(n)]
             cols += [k, np.full(n, kb)]
             vals += [ct, -np.ones(n)]
@@ -499,10 +499,10 @@ class ExactSearch:
             if (last >= b - 1).any():
                 path.append((v, starts))
                 return True
-            cover = np.zeros(b + 1, dtype=np.int64)
-            np.add.at(cover, idx, 1)
-            np.add.at(cover, np.minimum(last, b - 2) + 1, -1)
-            cover = np.cumsum(cover[: b - 1]) > 0  # stage on v may end at cut j
+            delta = np.zeros(b + 1, dtype=np.int64)
+            np.add.at(delta, idx, 1)
+            np.add.at(delta, np.minimum(last, b - 2) + 1, -1)
+            cover = np.cumsum(delta[: b - 1]) > 0  # stage on v may end at cut j
             # After a cheap first try, re-solve the relaxation without the used
             # nodes: a prefix that spends a node a later hard cut needs dies here.
             hs = (
@@ -589,6 +589,12 @@ class ExactSearch:
         """The stage-flow MILP on the instance reduced to ``theta`` (see :func:`_milp_decide`)."""
         return _milp_decide(self.problem, self, theta, lower, seed, threads, h)
 
+    @property
+    def _speeds(self) -> np.ndarray:
+        """Node speeds (FLOP/s), read only when compute times count (those problems have them)."""
+        assert self.speed is not None, "compute times count only with node speeds"
+        return self.speed
+
     # -- candidate values -------------------------------------------------
 
     def max_candidate(self) -> float:
@@ -596,7 +602,7 @@ class ExactSearch:
         finite = self._tau_values
         top = float(finite.max()) if finite.size else 0.0
         if self.problem.uses_compute:
-            top = max(top, float(self.flops_prefix[-1] / self.speed.min()))
+            top = max(top, float(self.flops_prefix[-1] / self._speeds.min()))
         return top
 
     def min_positive_candidate(self) -> float:
@@ -606,7 +612,7 @@ class ExactSearch:
         if self.problem.uses_compute:
             f = self.problem.chain.flops
             if (f > 0).any():
-                low = min(low, float(f[f > 0].min() / self.speed.max()))
+                low = min(low, float(f[f > 0].min() / self._speeds.max()))
         return low
 
     def next_candidate(self, low: float) -> float:
@@ -625,7 +631,7 @@ class ExactSearch:
                 first = np.repeat(np.arange(b), b)
                 last = np.tile(np.arange(b), b)
                 keep = (last >= first) & (last <= self.mem_end[v][first])
-                ct = (p[last[keep] + 1] - p[first[keep]]) / self.speed[v]
+                ct = (p[last[keep] + 1] - p[first[keep]]) / self._speeds[v]
                 vals.append(ct[(ct >= low) & (ct <= high)])
         vals.append(np.array([0.0]) if low <= 0.0 <= high else np.zeros(0))
         out = np.concatenate(vals)

@@ -48,7 +48,11 @@ class _Moves:
         self.ltpb = problem.link_time_per_byte
         self.caps = problem.cluster.memory_bytes * (1 + MEMORY_TOLERANCE)
         self.compute = problem.uses_compute
-        self.inv_speed = (1.0 / problem.cluster.flops_per_s) if self.compute else None
+        speeds = problem.cluster.flops_per_s
+        # None exactly when compute times do not count (a max-objective problem has speeds).
+        self.inv_speed: np.ndarray | None = (
+            1.0 / speeds if self.compute and speeds is not None else None
+        )
         self.n = problem.num_nodes
         self.b = problem.num_blocks
         self.far = node_windows(problem).T  # far[v][i]: the last block from i on v
@@ -60,7 +64,7 @@ class _Moves:
         if np.isinf(ltpb).any():
             return np.array([math.inf])
         out = self.t[np.asarray(cuts, dtype=int)] * ltpb
-        if self.compute:
+        if self.inv_speed is not None:
             flops = [self.p.stage_flops(f, la) for f, la in stage_bounds(cuts, self.b)]
             out = np.concatenate([out, np.asarray(flops) * self.inv_speed[nodes]])
         return out
@@ -75,7 +79,7 @@ class _Moves:
 
     def comp(self, first: int, last: int) -> np.ndarray:
         """Compute time of blocks ``first..last`` on every node (zeros without speeds)."""
-        if not self.compute:
+        if self.inv_speed is None:
             return np.zeros(self.n)
         return self.p.stage_flops(first, last) * self.inv_speed
 

@@ -136,10 +136,11 @@ def stage_compute_times(problem: Problem) -> np.ndarray:
     """
     b, n = problem.num_blocks, problem.num_nodes
     out = np.zeros((b, b, n))
-    if problem.uses_compute:
+    speeds = problem.cluster.flops_per_s
+    if problem.uses_compute and speeds is not None:
         p = problem._flops_prefix
         flops = p[None, 1:] - p[:b, None]  # flops[i, j] = stage_flops(i, j)
-        out = flops[:, :, None] / problem.cluster.flops_per_s[None, None, :]
+        out = flops[:, :, None] / speeds[None, None, :]
     out[np.tril_indices(b, -1)] = np.inf
     return out
 
