@@ -31,11 +31,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from partopt.feasibility import farthest_ends, greedy_stage_count, min_stages
 from partopt.problem import Problem
+
+if TYPE_CHECKING:
+    from partopt.dag import DagProblem
 
 __all__ = [
     "min_max_transfer_bytes",
@@ -301,7 +305,7 @@ def compute_bound_s(problem: Problem) -> float:
     return max(float(cands[lo]), by_sum)
 
 
-def lower_bound_s(problem: Problem) -> float:
+def lower_bound_s(problem: Problem | DagProblem) -> float:
     """The best lower bound partopt knows for ``problem``: max of (a), (b), (c)."""
     if hasattr(problem, "dag"):
         return dag_lower_bound_s(problem)

@@ -15,10 +15,14 @@ chains-on-chains partitioning.)
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from partopt.problem import Problem
+
+if TYPE_CHECKING:
+    from partopt.dag import DagProblem
 
 __all__ = [
     "farthest_ends",
@@ -124,7 +128,9 @@ def linked_group_size(problem: Problem) -> int:
     return best
 
 
-def min_uniform_capacity(problem: Problem, num_stages: int | None = None) -> float | None:
+def min_uniform_capacity(
+    problem: Problem | DagProblem, num_stages: int | None = None
+) -> float | None:
     """Smallest capacity (bytes) for which the chain splits into ``num_stages`` stages or fewer.
 
     ``num_stages`` defaults to the most stages a plan can have: the number of
@@ -158,7 +164,7 @@ def min_uniform_capacity(problem: Problem, num_stages: int | None = None) -> flo
     return worst
 
 
-def infeasibility_reason(problem: Problem) -> str | None:
+def infeasibility_reason(problem: Problem | DagProblem) -> str | None:
     """A proof that no plan fits memory, as a sentence, or ``None`` if memory allows one.
 
     Checks three certificates: a block larger than every node, more stages

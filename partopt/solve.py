@@ -60,7 +60,7 @@ class Result:
     def throughput_per_s(self) -> float | None:
         return None if self.evaluation is None else self.evaluation.throughput_per_s
 
-    def to_dict(self, problem: Problem | None = None) -> dict:
+    def to_dict(self, problem: Problem | DagProblem | None = None) -> dict:
         """JSON-ready summary (the shape ``partopt solve --json`` prints)."""
         stages = []
         if self.evaluation is not None:
@@ -149,7 +149,7 @@ def _checked_arguments(problem, method, time_limit_s, seed, options):
 
 
 def solve(
-    problem: Problem,
+    problem: Problem | DagProblem,
     method: str = "exact",
     *,
     time_limit_s: float | None = None,

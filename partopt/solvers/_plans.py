@@ -71,20 +71,20 @@ def bottleneck_s(problem: Problem, cuts: Sequence[int], nodes: Sequence[int]) ->
 
     ``inf`` when two consecutive nodes have no link.
     """
-    nodes = np.asarray(nodes, dtype=int)
+    at = np.asarray(nodes, dtype=int)
     worst = 0.0
     if len(cuts):
         t = problem.transfer_bytes[np.asarray(cuts, dtype=int)]
-        bw = problem.cluster.bandwidth_mbps[nodes[:-1], nodes[1:]]
+        bw = problem.cluster.bandwidth_mbps[at[:-1], at[1:]]
         if np.any(bw <= 0):
             return math.inf
         send = t * 8.0 / (bw * 1e6)  # the expression of partopt.costs.transfer_time_s
         lat = problem.cluster.latency_s
         if lat is not None:
-            send = send + lat[nodes[:-1], nodes[1:]]
+            send = send + lat[at[:-1], at[1:]]
         worst = float(np.max(send))
     if problem.uses_compute:
-        for (first, last), v in zip(stage_bounds(cuts, problem.num_blocks), nodes, strict=True):
+        for (first, last), v in zip(stage_bounds(cuts, problem.num_blocks), at, strict=True):
             worst = max(worst, problem.compute_time_s(first, last, int(v)))
     return worst
 

@@ -22,8 +22,8 @@ def _attempt(problem: Problem, rng: np.random.Generator, ends_by_node) -> Plan |
     stages: list[Stage] = []
     first, prev = 0, -1
     while first < b:
-        candidates = np.flatnonzero(~used & ((bw[prev] > 0) if prev >= 0 else True))
-        candidates = [v for v in candidates if ends_by_node[v][first] >= first]
+        reachable = np.flatnonzero(~used & ((bw[prev] > 0) if prev >= 0 else True))
+        candidates = [v for v in reachable if ends_by_node[v][first] >= first]
         if not candidates:
             return None
         node = int(rng.choice(candidates))

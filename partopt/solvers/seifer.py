@@ -391,6 +391,7 @@ def _solve(
                 "(a defect of the original partition DP)"
             )
             fits[over] = True
+        nodes: list[int | None]
         if len(cuts) == 0:
             nodes = [
                 int(
@@ -412,10 +413,11 @@ def _solve(
             nodes = k_path_matching(
                 problem, cuts, classes, num_classes, fits, rng, colour_options, stats, deadline
             )
-        if any(v is None for v in nodes):
-            reasons.append(f"{sum(v is None for v in nodes)} of {len(nodes)} stages left unplaced")
+        placed = [v for v in nodes if v is not None]
+        if len(placed) < len(nodes):
+            reasons.append(f"{len(nodes) - len(placed)} of {len(nodes)} stages left unplaced")
             continue
-        value = bottleneck_s(problem, cuts, nodes)
+        value = bottleneck_s(problem, cuts, placed)
         if len(over):
             info["unchecked_bottleneck_s"] = value
             continue
@@ -423,16 +425,20 @@ def _solve(
             reasons.append("two consecutive stages were placed on nodes without a link")
             continue
         if value < best_value:
-            best_value, best = value, (cuts, nodes)
+            best_value, best = value, (cuts, placed)
     info.update(stats)
     if best is None:
         return SolverOutput("no_solution", info={**info, "reason": "; ".join(reasons)})
-    cuts, nodes = best
+    best_cuts, best_nodes = best
     return SolverOutput(
         "feasible",
-        to_plan(problem, cuts, nodes),
+        to_plan(problem, best_cuts, best_nodes),
         objective_s=best_value,
-        info={**info, "stages": len(nodes), "stage_bounds": stage_bounds(cuts, problem.num_blocks)},
+        info={
+            **info,
+            "stages": len(best_nodes),
+            "stage_bounds": stage_bounds(best_cuts, problem.num_blocks),
+        },
     )
 
 
