@@ -457,7 +457,8 @@ class LpSession:
                     "optimal", name, float(self.cost @ x), bound, 0, runtime, info={"x": x}
                 )
             if status == highspy.HighsModelStatus.kInfeasible:
-                _, has_ray, ray = h.getDualRay()
+                # highspy 1.16's stubs omit getDualRay; the binding has it
+                _, has_ray, ray = h.getDualRay()  # type: ignore[attr-defined]
                 if has_ray:
                     ray = np.asarray(ray, dtype=float)
                     gap = max(_farkas_gap(*args, ray), _farkas_gap(*args, -ray))

@@ -117,7 +117,8 @@ def encode_tensors(arrays: Sequence[np.ndarray]) -> list[memoryview | bytes]:
         head = _TENSOR_HEAD.pack(elem, a.ndim) + struct.pack(f"!{a.ndim}Q", *a.shape)
         out.append(head)
         if a.nbytes:
-            out.append(memoryview(a).cast("B"))
+            # numpy's stubs give ndarray __buffer__ only for Python >= 3.12
+            out.append(memoryview(a).cast("B"))  # type: ignore[arg-type]
     return out
 
 

@@ -26,6 +26,7 @@ import socket
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from partopt.emulator.auth import Unauthenticated, accept_peer, authenticate_to
 from partopt.emulator.config import WorkerConfig
@@ -41,6 +42,9 @@ from partopt.emulator.wire import (
     recv_frame,
     send_frame,
 )
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 __all__ = ["main", "die_with_parent"]
 
@@ -84,7 +88,7 @@ class Stage:
         self.last_send_end_t: float | None = None
         self.fault: str | None = None
         self.frozen = threading.Event()  # set: block forever (hang / stall faults)
-        self.session = None
+        self.session: InferenceSession | None = None  # loaded before the threads start
 
     # -- threads ----------------------------------------------------------------------
 
@@ -146,6 +150,7 @@ class Stage:
         names = [s["name"] for s in self.out_specs]
         in_names = [s["name"] for s in self.in_specs]
         floor_s = self.cfg.compute_floor_s
+        assert self.session is not None, "the stage model loads before the compute thread starts"
         while True:
             rid, arrays = self.in_q.get()
             if self.fault == "hang":
@@ -270,6 +275,7 @@ def _warm_up(stage: Stage) -> float:
     for s in stage.in_specs:
         shape = s["shape"] if s.get("shape") is not None else []
         feed[s["name"]] = np.zeros(shape, dtype=dtype_of(s["elem_type"]))
+    assert stage.session is not None, "the stage model loads before the warm-up"
     t0 = time.monotonic()
     try:
         stage.session.run([s["name"] for s in stage.out_specs], feed)
