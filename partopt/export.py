@@ -279,7 +279,9 @@ def _op_sets(plan, chain) -> list[tuple[object, list[int]]] | None:
     if isinstance(plan, Plan):
         if not plan.is_dag:
             return None
-        items = [(s.node, list(s.ops)) for s in plan.stages if isinstance(s, OpStage)]
+        items: list[tuple[object, list[int]]] = [
+            (s.node, list(s.ops)) for s in plan.stages if isinstance(s, OpStage)
+        ]
     else:
         stages = plan.get("stages") if isinstance(plan, dict) else plan
         if (
@@ -442,7 +444,7 @@ def split_model(
     op_sets = _op_sets(plan, chain)
     if op_sets is None:
         ranges = stage_ranges(plan, chain.num_blocks)
-        blocks_of = [range(first, last + 1) for _, first, last in ranges]
+        blocks_of: list[Sequence[int]] = [range(first, last + 1) for _, first, last in ranges]
     else:  # a DAG plan: stages are sets of the multi-tensor chain's one-layer blocks
         ranges = [(node, min(ops), max(ops)) for node, ops in op_sets]
         blocks_of = [ops for _, ops in op_sets]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -290,7 +290,17 @@ def headline_table(rows: Sequence[dict], published: dict, numbers: dict | None =
         "right way, median",
         "matched instances",
     ]
-    fmts = [str, str, str, str, _fmt_claim, _fmt_claim, _fmt_claim, _fmt_claim, _fmt_int]
+    fmts: list[Callable[..., str]] = [
+        str,
+        str,
+        str,
+        str,
+        _fmt_claim,
+        _fmt_claim,
+        _fmt_claim,
+        _fmt_claim,
+        _fmt_int,
+    ]
     note = (
         "Original way: per-configuration averages (failures as 0, infeasible as inf), over the "
         "configurations the published CSVs report (including, for seifer, those where the model "
@@ -375,7 +385,7 @@ def reproduction_table(rows: Sequence[dict], published: dict) -> Table:
         "optimum s",
         "published / optimum",
     ]
-    fmts = [
+    fmts: list[Callable[..., str]] = [
         str,
         str,
         _fmt_num,

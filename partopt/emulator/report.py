@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -197,7 +197,7 @@ def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
     scale = emu.opts.time_scale
     names = emu.problem.cluster.names
     lat = np.array([(emu.done[r] - emu.first_sent[r]) / scale for r in emu.done])
-    deployments = []
+    deployments: list[dict[str, Any]] = []
     for dep in emu.deployments:
         times = sorted(emu._emu(t) for r, t in emu.done.items() if emu.done_epoch[r] == dep.epoch)
         deployments.append(
@@ -319,7 +319,10 @@ def verify_outputs(emu: Emulator) -> tuple[bool, float]:
     export = emu.deployments[0].export
     from partopt.export import _with_input_shapes, random_inputs, session
 
-    fixed = _with_input_shapes(emu.model, {t.name: t.shape for t in export.inputs})
+    shapes = {
+        t.name: t.shape for t in export.inputs if t.shape is not None
+    }  # exports fix input shapes
+    fixed = _with_input_shapes(emu.model, shapes)
     sess = session(fixed)
     names = [t.name for t in export.outputs]
     ok, max_rel = True, 0.0
