@@ -290,17 +290,8 @@ def headline_table(rows: Sequence[dict], published: dict, numbers: dict | None =
         "right way, median",
         "matched instances",
     ]
-    fmts: list[Callable[..., str]] = [
-        str,
-        str,
-        str,
-        str,
-        _fmt_claim,
-        _fmt_claim,
-        _fmt_claim,
-        _fmt_claim,
-        _fmt_int,
-    ]
+    fmts: list[Callable[..., str]]
+    fmts = [str, str, str, str, _fmt_claim, _fmt_claim, _fmt_claim, _fmt_claim, _fmt_int]
     note = (
         "Original way: per-configuration averages (failures as 0, infeasible as inf), over the "
         "configurations the published CSVs report (including, for seifer, those where the model "
@@ -385,7 +376,8 @@ def reproduction_table(rows: Sequence[dict], published: dict) -> Table:
         "optimum s",
         "published / optimum",
     ]
-    fmts: list[Callable[..., str]] = [
+    fmts: list[Callable[..., str]]
+    fmts = [
         str,
         str,
         _fmt_num,

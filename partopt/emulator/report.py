@@ -319,9 +319,8 @@ def verify_outputs(emu: Emulator) -> tuple[bool, float]:
     export = emu.deployments[0].export
     from partopt.export import _with_input_shapes, random_inputs, session
 
-    shapes = {
-        t.name: t.shape for t in export.inputs if t.shape is not None
-    }  # exports fix input shapes
+    # an export's inputs have concrete shapes
+    shapes = {t.name: t.shape for t in export.inputs if t.shape is not None}
     fixed = _with_input_shapes(emu.model, shapes)
     sess = session(fixed)
     names = [t.name for t in export.outputs]
