@@ -276,12 +276,11 @@ def _op_sets(plan, chain) -> list[tuple[object, list[int]]] | None:
     """
     from partopt.plan import InvalidPlan, OpStage, Plan
 
+    items: list[tuple[object, list[int]]]
     if isinstance(plan, Plan):
         if not plan.is_dag:
             return None
-        items: list[tuple[object, list[int]]] = [
-            (s.node, list(s.ops)) for s in plan.stages if isinstance(s, OpStage)
-        ]
+        items = [(s.node, list(s.ops)) for s in plan.stages if isinstance(s, OpStage)]
     else:
         stages = plan.get("stages") if isinstance(plan, dict) else plan
         if (
@@ -442,9 +441,10 @@ def split_model(
             "with partopt.chain.load_chain"
         )
     op_sets = _op_sets(plan, chain)
+    blocks_of: list[Sequence[int]]
     if op_sets is None:
         ranges = stage_ranges(plan, chain.num_blocks)
-        blocks_of: list[Sequence[int]] = [range(first, last + 1) for _, first, last in ranges]
+        blocks_of = [range(first, last + 1) for _, first, last in ranges]
     else:  # a DAG plan: stages are sets of the multi-tensor chain's one-layer blocks
         ranges = [(node, min(ops), max(ops)) for node, ops in op_sets]
         blocks_of = [ops for _, ops in op_sets]
