@@ -474,7 +474,7 @@ def split_model(
     num_stages = len(ranges)
     inits = _initializer_names(graph)
     # Constant nodes, and nodes computed only from constants, are weights of the layers
-    # that read them (SPEC section 1; the chain builder folds them): they are copied into
+    # that read them (the chain builder folds them into their readers' parameter bytes): they are copied into
     # every stage that reads them and never sent between stages.
     weight_nodes: set[int] = set()
     constant_out: dict[str, int] = {}

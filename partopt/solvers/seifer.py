@@ -1,6 +1,6 @@
 """``seifer`` and ``seifer-original``: the k-path-matching algorithm of the original work.
 
-Steps (SPEC section 2):
+Steps (Parthasarathy and Krishnamachari 2022):
 
 1. Partition: the minimum-sum-of-transfers partition with at most ``N``
    stages, every stage within the node capacity
