@@ -224,7 +224,7 @@ def _check(problem: Problem, plan: Plan) -> None:
         if k + 1 < len(stages) and stages[k + 1].first_block != s.last_block + 1:
             raise InvalidPlan(
                 f"stages {k} and {k + 1} are not contiguous: block {s.last_block} is followed "
-                f"by block {stages[k + 1].first_block}"
+                f"by block {stages[k + 1].first_block}; stages must cover the chain contiguously"
             )
         if not 0 <= s.node < n:
             raise InvalidPlan(f"stage {k} uses node {s.node}, but the cluster has {n} nodes")

@@ -77,7 +77,7 @@ def pipeline_chain(
     graph = load_graph(model_path, shapes, sample_inputs=sample_inputs)
     chain = build_chain(graph, cuts=cuts)
     try:
-        ranges = stage_ranges(doc, chain.num_blocks)
+        ranges = stage_ranges(doc, chain)
     except ValueError as exc:
         raise PipelineError(
             f"the plan does not fit {Path(model_path).name} ({cuts} cuts): {exc}"
