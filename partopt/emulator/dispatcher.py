@@ -647,21 +647,14 @@ class Emulator:
     def shutdown(self) -> None:
         """Kill every worker this emulator started and remove its files; idempotent."""
         for w in self.all_workers:
-            kill_process(w.proc)
+            kill_process(w.proc)  # also workers no deployment holds (a start that failed)
+        for dep in self.deployments:
+            teardown(dep)
         for w in self.all_workers:
             try:
                 w.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
-        for dep in self.deployments:
-            if dep.ended is None:
-                dep.ended = time.monotonic()
-            dep.feed_q.put(None)
-            for c in dep.conns:
-                try:
-                    c.close()
-                except OSError:
-                    pass
         for s in self.listeners:
             s.close()
         self.listeners.clear()
