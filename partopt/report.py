@@ -470,7 +470,7 @@ def quality_table(
         "mean ratio",
         "median ratio",
         "max ratio",
-        "optimal",
+        "optimal (fraction)",
     ]
     fmts = (
         [str]
@@ -486,6 +486,7 @@ def quality_table(
         note="Ratio = bottleneck / proven optimum over nontrivial instances (the model "
         "needs two or more nodes); optimal = share within 1e-6 of the optimum "
         "(failures count as not optimal).",
+        markdown_headers=[h.replace(" (fraction)", "") for h in headers],
     )
 
 
@@ -512,12 +513,22 @@ def bound_gap_table(rows: Sequence[dict], name: str = "bound_gap", title: str = 
     return Table(
         name,
         title or "Gap to the best bound known",
-        ["regime", "method", "instances", "unproven", "mean gap", "median gap", "max gap"],
+        ["regime", "method", "instances", "unproven", *(f"{s} gap (fraction)" for s in _GAPS)],
         out,
         [str, str, _fmt_int, _fmt_int, _fmt_pct, _fmt_pct, _fmt_pct],
         note="Gap = (bottleneck - best bound) / bottleneck; the best bound of an instance "
         "is its proven optimum, or else the largest lower bound any run reported.",
+        markdown_headers=[
+            "regime",
+            "method",
+            "instances",
+            "unproven",
+            *(f"{s} gap" for s in _GAPS),
+        ],
     )
+
+
+_GAPS = ("mean", "median", "max")
 
 
 def runtime_table(
@@ -552,7 +563,7 @@ def runtime_table(
         "mean (s)",
         "p95 (s)",
         "max (s)",
-        "proven optimal",
+        "proven optimal (fraction)",
     ]
     fmts = [str] + [_fmt_any] * len(by) + [str, _fmt_int] + [_fmt_ms] * 4 + [_fmt_pct]
     return Table(
@@ -564,7 +575,7 @@ def runtime_table(
         note="Wall-clock time inside the solver (bounds and evaluation excluded), "
         "in milliseconds here and in seconds in the CSV; instances proven infeasible before "
         "solving are left out. Proven optimal: share of runs ending with status optimal.",
-        markdown_headers=[h.replace("(s)", "(ms)") for h in headers],
+        markdown_headers=[h.replace("(s)", "(ms)").replace(" (fraction)", "") for h in headers],
     )
 
 

@@ -126,9 +126,15 @@ def test_quality_table_by_hand(rows):
     assert (g["instances"], g["solved"]) == (3, 3)  # the one-node and infeasible instances are out
     assert g["mean ratio"] == pytest.approx(1.25)  # 3/2, 1/1, 5/4
     assert g["median ratio"] == pytest.approx(1.25) and g["max ratio"] == 1.5
-    assert g["optimal"] == pytest.approx(1 / 3)
+    assert g["optimal (fraction)"] == pytest.approx(1 / 3)
     r = one(t, method="random")  # 8/2 and 12/4; the failure is not optimal
-    assert (r["instances"], r["solved"], r["mean ratio"], r["max ratio"], r["optimal"]) == (
+    assert (
+        r["instances"],
+        r["solved"],
+        r["mean ratio"],
+        r["max ratio"],
+        r["optimal (fraction)"],
+    ) == (
         3,
         2,
         3.5,
@@ -136,8 +142,12 @@ def test_quality_table_by_hand(rows):
         0,
     )
     s = one(t, method="seifer C=20")  # 2.5/2 and 1/1
-    assert (s["solved"], s["mean ratio"], s["optimal"]) == (2, 1.125, pytest.approx(1 / 3))
-    assert one(t, method="exact")["optimal"] == 1.0
+    assert (s["solved"], s["mean ratio"], s["optimal (fraction)"]) == (
+        2,
+        1.125,
+        pytest.approx(1 / 3),
+    )
+    assert one(t, method="exact")["optimal (fraction)"] == 1.0
     by_cap = quality_table(rows, ("model", "capacity_mb"))
     assert not rows_of(by_cap, capacity_mb=256.0)  # nothing nontrivial there
     assert one(by_cap, model="resnet50", capacity_mb=64.0, method="greedy")["mean ratio"] == 1.25
@@ -214,16 +224,16 @@ def test_headline_and_reproduction_with_published_csvs(tmp_path, rows):
 
     rep = reproduction_table(rows, published)
     r = one(rep, method="random", N=50)
-    assert (r["published s"], r["ours s"]) == (6.0, pytest.approx(20 / 3))
+    assert (r["published (s)"], r["ours (s)"]) == (6.0, pytest.approx(20 / 3))
     assert r["ours / published"] == pytest.approx(10 / 9)
     assert one(rep, method="greedy")["ours / published"] == pytest.approx(0.75)
-    s = one(rep, method="seifer", **{"capacity MB": 256.0})
-    assert s["ours s"] == 0.0 and s["ours / published"] is None  # 0 / 0 is not a ratio
+    s = one(rep, method="seifer", **{"capacity (MB)": 256.0})
+    assert s["ours (s)"] == 0.0 and s["ours / published"] is None  # 0 / 0 is not a ratio
     assert not rows_of(rep, method="random", N=5)  # we have no such configuration
-    assert r["optimum s"] == pytest.approx(7 / 3)  # optima 2, 1, 4
+    assert r["optimum (s)"] == pytest.approx(7 / 3)  # optima 2, 1, 4
     assert r["published / optimum"] == pytest.approx(6.0 / (7 / 3))
     assert one(rep, method="greedy")["published / optimum"] == pytest.approx(4.0 / (7 / 3))
-    assert s["optimum s"] == 0.0 and s["published / optimum"] is None
+    assert s["optimum (s)"] == 0.0 and s["published / optimum"] is None
     from partopt.report import reproduction_summary
 
     summary = reproduction_summary(rep)
@@ -294,8 +304,11 @@ def test_bound_gap_table_by_hand():
     t = bound_gap_table(annotate(recs))
     g = one(t, method="greedy")
     assert (g["instances"], g["unproven"]) == (2, 1)
-    assert g["mean gap"] == pytest.approx((0.5 / 2.5 + 0.5 / 2.0) / 2) and g["max gap"] == 0.25
-    assert one(t, method="exact")["max gap"] == pytest.approx(0.5)
+    assert (
+        g["mean gap (fraction)"] == pytest.approx((0.5 / 2.5 + 0.5 / 2.0) / 2)
+        and g["max gap (fraction)"] == 0.25
+    )
+    assert one(t, method="exact")["max gap (fraction)"] == pytest.approx(0.5)
 
 
 def test_report_never_imports_a_solver(tmp_path):
