@@ -70,7 +70,8 @@ def chain_cost_table(rows: list[dict], numbers: dict) -> Table:
 
     Ratios are over the instances where both runs returned a plan and the
     denominator is positive (a model that fits one node has bottleneck 0).
-    Fills ``numbers`` with ``chain_cost.*``: instances, DAG runs proven,
+    Fills ``numbers`` with ``chain_cost.*``: instances, models, clusters per
+    configuration, DAG runs proven,
     the instances where the DAG beats the multi chain (by more than 1e-6
     relative), the smallest and largest gap (best - bound) / best of the
     unproven DAG runs, the smallest ratio of each pair, the DAG's median and
@@ -137,6 +138,10 @@ def chain_cost_table(rows: list[dict], numbers: dict) -> Table:
             ]
         )
     numbers["chain_cost.instances"] = totals["instances"]
+    numbers["chain_cost.models"] = len({m for m, _, _ in by})
+    numbers["chain_cost.clusters_per_configuration"] = int(
+        statistics.median(len(inst) for inst in by.values())
+    )
     numbers["chain_cost.dag_proven"] = totals["proven"]
     numbers["chain_cost.dag_unproven"] = totals["instances"] - totals["proven"]
     numbers["chain_cost.unproven_instances"] = ", ".join(f"`{k}`" for k in unproven) or "none"
