@@ -124,6 +124,11 @@ class Emulator:
         The :class:`~partopt.onnx_graph.LayerGraph` the chain was built from.
     input_shapes
         Shapes of graph inputs (symbolic dimensions otherwise 1).
+    chain
+        The chain whose ``block_nodes`` split the model: ``problem.chain`` by
+        default; for a :class:`~partopt.dag.DagProblem` (stages are operator
+        sets) the multi-tensor chain of the same layer graph, whose one-layer
+        blocks are the DAG's operators.
     """
 
     def __init__(
@@ -135,12 +140,14 @@ class Emulator:
         *,
         layer_graph=None,
         input_shapes=None,
+        chain=None,
     ) -> None:
         self.opts = options or EmulatorOptions()
         self.opts.check()
         self.model = model
         self.problem = problem
         self.plan = plan
+        self.chain = chain if chain is not None else problem.chain
         self.layer_graph = layer_graph
         self.input_shapes = input_shapes
         self.weights = "model"
@@ -206,7 +213,7 @@ class Emulator:
     def _split(self, plan: Plan) -> Export:
         export = split_model(
             self.model,
-            self.problem.chain,
+            self.chain,
             plan,
             input_shapes=self.input_shapes,
             layer_graph=self.layer_graph,
@@ -331,6 +338,13 @@ class Emulator:
 
     # -- deployment -------------------------------------------------------------------
 
+    def _stage_flops(self, stage) -> float:
+        """FLOPs of one stage: a block range of the chain, or a DAG stage's operators."""
+        ops = getattr(stage, "ops", None)
+        if ops is not None:
+            return float(np.asarray(self.problem.dag.flops)[list(ops)].sum())
+        return float(self.problem.stage_flops(stage.first_block, stage.last_block))
+
     def _deploy(self, plan: Plan, export: Export | None = None, listeners=None) -> Deployment:
         epoch = len(self.deployments)
         export = export or self._split(plan)
@@ -360,7 +374,7 @@ class Emulator:
             node = plan.stages[j].node
             floor = 0.0
             if self.opts.emulate_compute and speeds is not None:
-                flops = self.problem.stage_flops(s.first_block, s.last_block)
+                flops = self._stage_flops(plan.stages[j])
                 floor = flops / float(speeds[node]) * scale
             rate = rates[j]
             chunk = 65536 if rate is None else int(min(65536, max(1024, rate * self.opts.chunk_s)))
