@@ -159,3 +159,50 @@ def test_dag_plan_errors_are_one_line(files):
     assert out.returncode == 1 and "'no_such_layer', an operator the model" in out.stderr
     out = _cli("export", files / "m.onnx", files / "plan.json", files / "o", "--cuts", "single")
     assert out.returncode == 1 and "operator sets" in out.stderr
+
+
+def test_a_killed_dag_stage_is_replanned_and_every_request_answered_once():
+    from partopt.emulator import parse_fault
+
+    model = two_inputs()
+    graph = load_graph(model)
+    dag = build_dag(graph)
+    mem_sum, mem_max = dag.memory_terms("peak")
+    # every node holds the largest operator but not the whole model: two stages at least
+    cap = max(float(_memories(dag).max()), 0.97 * float(mem_sum.sum() + mem_max.max()))
+    problem = DagProblem(dag, Cluster.uniform(4, memory_bytes=cap, bandwidth_mbps=0.08))
+    plan = solve_plan(problem)
+    victim = plan.stages[0].node
+    opts = EmulatorOptions(
+        requests=30,
+        time_scale=SCALE,
+        verify=True,
+        faults=(parse_fault(f"n{victim}@{10 * evaluate(problem, plan).bottleneck_s}"),),
+    )
+    emu = Emulator(
+        random_weights(model, 1),
+        problem,
+        plan,
+        opts,
+        layer_graph=graph,
+        chain=build_chain(graph, "multi"),
+    )
+    r = emu.run()
+    assert r.error is None, r.error
+    assert r.results_received == r.requests_sent == 30 and r.lost == 0
+    assert sorted(emu.delivered) == list(range(30))  # exactly once
+    assert r.verified is True
+    assert len(r.deployments) == 2 and r.deployments[1]["results"] > 0
+    after = r.deployments[1]["plan"]
+    assert f"n{victim}" not in [s["node"] for s in after]
+    assert sorted(o for s in after for o in s["ops"]) == sorted(dag.op_names)
+    replanned = r.faults[0]["replan"]
+    assert replanned["source"] == "solve:exact" and all("ops" in s for s in replanned["stages"])
+
+
+def solve_plan(problem) -> Plan:
+    from partopt.solve import solve
+
+    res = solve(problem, "exact")
+    assert res.status == "optimal" and res.plan is not None and res.plan.num_stages >= 2
+    return res.plan

@@ -72,6 +72,7 @@ from partopt.emulator.faults import (
     schedule_faults,
 )
 from partopt.emulator.options import FAULT_KINDS, EmulatorError, EmulatorOptions
+from partopt.emulator.replan_dag import replan_dag
 from partopt.emulator.report import EmulationReport, build_report, throughput
 from partopt.emulator.wire import (
     KIND_DATA,
@@ -608,7 +609,7 @@ class Emulator:
         resend = sorted(r for r in self.inflight if r not in self.done)
         self.pending = collections.deque(sorted(set(self.pending) | set(resend)))
         self.inflight.clear()
-        rp = replan(
+        rp = (replan_dag if self.plan.is_dag else replan)(
             self.problem,
             dep.plan,
             self.alive,
