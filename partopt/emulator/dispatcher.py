@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from partopt.dag import DagProblem
 from partopt.emulator.auth import Unauthenticated, accept_peer, authenticate_to, new_secret
 from partopt.emulator.config import WorkerConfig
 from partopt.emulator.deployment import (
@@ -72,7 +73,6 @@ from partopt.emulator.faults import (
     schedule_faults,
 )
 from partopt.emulator.options import FAULT_KINDS, EmulatorError, EmulatorOptions
-from partopt.emulator.replan_dag import replan_dag
 from partopt.emulator.report import EmulationReport, build_report, throughput
 from partopt.emulator.wire import (
     KIND_DATA,
@@ -95,7 +95,7 @@ from partopt.export import (
 )
 from partopt.plan import InvalidPlan, Plan, evaluate
 from partopt.problem import Problem
-from partopt.replan import replan
+from partopt.replan import replan, replan_dag
 
 __all__ = [
     "FAULT_KINDS",
@@ -135,7 +135,7 @@ class Emulator:
     def __init__(
         self,
         model: onnx.ModelProto,
-        problem: Problem,
+        problem: Problem | DagProblem,
         plan: Plan,
         options: EmulatorOptions | None = None,
         *,
@@ -148,7 +148,12 @@ class Emulator:
         self.model = model
         self.problem = problem
         self.plan = plan
-        self.chain = chain if chain is not None else problem.chain
+        if chain is None and isinstance(problem, DagProblem):
+            raise EmulatorError(
+                "a DAG problem's stages are split by the model's multi-tensor chain: pass "
+                "chain=build_chain(layer_graph, 'multi')"
+            )
+        self.chain = chain if chain is not None else problem.chain  # type: ignore[union-attr]
         self.layer_graph = layer_graph
         self.input_shapes = input_shapes
         self.weights = "model"
@@ -341,9 +346,8 @@ class Emulator:
 
     def _stage_flops(self, stage) -> float:
         """FLOPs of one stage: a block range of the chain, or a DAG stage's operators."""
-        ops = getattr(stage, "ops", None)
-        if ops is not None:
-            return float(np.asarray(self.problem.dag.flops)[list(ops)].sum())
+        if isinstance(self.problem, DagProblem):
+            return float(np.asarray(self.problem.dag.flops)[list(stage.ops)].sum())
         return float(self.problem.stage_flops(stage.first_block, stage.last_block))
 
     def _deploy(self, plan: Plan, export: Export | None = None, listeners=None) -> Deployment:
@@ -609,14 +613,26 @@ class Emulator:
         resend = sorted(r for r in self.inflight if r not in self.done)
         self.pending = collections.deque(sorted(set(self.pending) | set(resend)))
         self.inflight.clear()
-        rp = (replan_dag if self.plan.is_dag else replan)(
-            self.problem,
-            dep.plan,
-            self.alive,
-            self.dead_links,
-            method=self.opts.replan_method,
-            time_limit_s=self.opts.replan_time_limit_s,
-            seed=self.opts.seed,
+        rp = (
+            replan_dag(
+                self.problem,
+                dep.plan,
+                self.alive,
+                self.dead_links,
+                method=self.opts.replan_method,
+                time_limit_s=self.opts.replan_time_limit_s,
+                seed=self.opts.seed,
+            )
+            if isinstance(self.problem, DagProblem)
+            else replan(
+                self.problem,
+                dep.plan,
+                self.alive,
+                self.dead_links,
+                method=self.opts.replan_method,
+                time_limit_s=self.opts.replan_time_limit_s,
+                seed=self.opts.seed,
+            )
         )
         rec.detected_as, rec.stage, rec.lost, rec.detail = kind, stage, lost, detail
         rec.also_lost = [r.lost for r in also if r.lost is not None]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from partopt.plan import evaluate
+from partopt.problem import Problem
 
 if TYPE_CHECKING:
     from partopt.emulator.dispatcher import Emulator
@@ -201,8 +202,9 @@ def throughput(bottleneck_s: float | None) -> float | None:
 
 
 def _op_names(emu: Emulator, ops) -> list[str]:
-    names = emu.problem.dag.op_names
-    return [names[o] for o in ops]
+    dag = getattr(emu.problem, "dag", None)
+    assert dag is not None, "operator-set stages belong to DAG problems"
+    return [dag.op_names[o] for o in ops]
 
 
 def _stage_doc(emu: Emulator, s) -> dict:
@@ -283,6 +285,8 @@ def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
                     f"{predicted.transfer_bytes:.0f}; the prediction uses the DAG"
                 )
             continue
+        problem = emu.problem
+        assert isinstance(problem, Problem), "block-range stages belong to chain problems"
         cut = s.last_block
         links.append(
             {
@@ -290,18 +294,18 @@ def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
                 "dst": names[nxt],
                 "bandwidth_mbps": float(emu.problem.cluster.bandwidth_mbps[w.node, nxt]),
                 "bytes_per_request": s.output_bytes,
-                "chain_transfer_bytes": float(emu.problem.transfer_bytes[cut]),
-                "predicted_s": emu.problem.transfer_time_s(cut, w.node, nxt),
+                "chain_transfer_bytes": float(problem.transfer_bytes[cut]),
+                "predicted_s": problem.transfer_time_s(cut, w.node, nxt),
                 "utilisation": util,
             }
         )
         if (
             s.output_bytes
-            and abs(s.output_bytes - emu.problem.transfer_bytes[cut]) > 0.01 * s.output_bytes
+            and abs(s.output_bytes - problem.transfer_bytes[cut]) > 0.01 * s.output_bytes
         ):
             emu.warnings.append(
                 f"cut after block {cut}: {s.output_bytes} bytes cross it, the chain's "
-                f"{emu.problem.transfer} model says {emu.problem.transfer_bytes[cut]:.0f}; "
+                f"{problem.transfer} model says {problem.transfer_bytes[cut]:.0f}; "
                 "the prediction uses the chain"
             )
     bott_wall = first.predicted_bottleneck_s * scale
