@@ -29,7 +29,14 @@ from pathlib import Path
 from partopt.cli.common import float_above, fmt_bytes, input_shapes, int_at_least, sample_inputs
 from partopt.errors import PartoptError
 
-__all__ = ["PipelineError", "add_parsers", "is_dag_plan", "load_plan_doc", "pipeline_chain"]
+__all__ = [
+    "PipelineError",
+    "add_parsers",
+    "is_dag_plan",
+    "load_plan_doc",
+    "pipeline_chain",
+    "pipeline_dag",
+]
 
 
 class PipelineError(PartoptError):
@@ -232,7 +239,7 @@ def cmd_export(args) -> int:
 
 def cmd_emulate(args) -> int:
     from partopt.cluster import Cluster
-    from partopt.dag import DagProblem, build_dag
+    from partopt.dag import DagProblem
     from partopt.emulator import Emulator, EmulatorOptions, format_report, parse_fault
     from partopt.export import load_model, random_weights
     from partopt.plan import Plan
@@ -242,16 +249,17 @@ def cmd_emulate(args) -> int:
     cluster = Cluster.load(args.cluster)
     model = load_model(args.model)
     sample = sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
-    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
     problem: Problem | DagProblem
-    if is_dag_plan(doc):
+    if is_dag_plan(doc) and args.cuts in (None, "dag"):
+        graph, chain, dag, shapes = pipeline_dag(args.model, doc, args.input_shape, sample)
         problem = DagProblem(
-            build_dag(graph),
+            dag,
             cluster,
             memory=doc.get("memory", "peak"),
             objective=doc.get("objective", "communication"),
         )
     else:
+        graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
         problem = Problem(
             chain,
             cluster,
