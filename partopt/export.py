@@ -357,6 +357,7 @@ class StageModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     onnx_nodes: int = 0
+    ops: tuple[int, ...] = ()  # a DAG stage's blocks (operators); empty for a block range
 
     @property
     def input_bytes(self) -> int | None:
@@ -396,6 +397,7 @@ class Export:
                     "node": s.node,
                     "first_block": s.first_block,
                     "last_block": s.last_block,
+                    **({"ops": list(s.ops)} if s.ops else {}),
                     "file": f"stage_{s.index}.onnx",
                     "onnx_nodes": s.onnx_nodes,
                     "inputs": [t.to_dict() for t in s.inputs],
@@ -657,6 +659,7 @@ def split_model(
                 tuple(specs[t] for t in ins),
                 tuple(specs[t] for t in outs),
                 len(idx),
+                () if op_sets is None else tuple(sorted(blocks_of[k])),
             )
         )
     return Export(
