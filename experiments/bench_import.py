@@ -7,7 +7,7 @@ cut families, and check whether the two single-tensor cut point methods
 (sink dominators, singleton levels) agree. Writes one CSV row per model
 (default ``experiments/results/bench_import.csv``) and prints the CSV.
 
-Targets (issue 2): InceptionResNetV2 under 0.5 s, 10,000 layers under 5 s.
+Targets: InceptionResNetV2 under 0.5 s, 10,000 layers under 5 s.
 
 Usage::
 

@@ -103,17 +103,38 @@ def transfer_bound_s(problem: Problem) -> float:
 # -- bound (b) --------------------------------------------------------------
 
 
-def pair_bandwidths_mbps(problem: Problem) -> np.ndarray:
+def pair_bandwidths_mbps(problem: Problem, most: int | None = None) -> np.ndarray:
     """Best bandwidth of every linked unordered node pair, sorted from best to worst.
 
     A pair ``{u, v}`` counts once with ``max(bw[u, v], bw[v, u])``: a simple
-    path crosses a pair at most once, in one direction.
+    path crosses a pair at most once, in one direction. With ``most``, only
+    the ``most`` best pairs are returned. The matrix is read in row blocks,
+    each keeping its ``most`` best pairs (``numpy.argpartition``), so the
+    extra memory is one block plus ``most`` values, not a copy of the matrix.
     """
     bw = problem.cluster.bandwidth_mbps
-    best = np.maximum(bw, bw.T)
-    iu = np.triu_indices(problem.num_nodes, 1)
-    vals = best[iu]
-    return np.sort(vals[vals > 0])[::-1]
+    n = problem.num_nodes
+    keep = None if most is None else max(0, int(most))
+    rows = max(1, 2**20 // max(n, 1))
+    cols = np.arange(n)
+    parts: list[np.ndarray] = []
+    best = np.empty(0)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        block = np.maximum(bw[r0:r1], bw[:, r0:r1].T)
+        upper = cols[None, :] > np.arange(r0, r1)[:, None]  # each unordered pair once
+        vals = block[upper & (block > 0)]
+        if keep is None:
+            parts.append(vals)
+            continue
+        vals = np.concatenate([best, vals])
+        if keep == 0:
+            vals = vals[:0]
+        elif len(vals) > keep:
+            vals = vals[np.argpartition(vals, len(vals) - keep)[len(vals) - keep :]]
+        best = vals
+    out = np.concatenate(parts) if keep is None and parts else best
+    return np.sort(out)[::-1]
 
 
 def _compute_ends(
@@ -223,8 +244,8 @@ def distinct_links_bound_s(problem: Problem, depth: int = MATCH_DEPTH) -> float:
     mem_end = farthest_ends(problem, cap)
     speeds = problem.cluster.flops_per_s
     smax = float(speeds.max()) if problem.uses_compute and speeds is not None else None
-    pairs = pair_bandwidths_mbps(problem)
     depth = max(0, int(depth))
+    pairs = pair_bandwidths_mbps(problem, most=depth + 1)
     # Missing pairs count as bandwidth 0 (never good enough): with fewer than
     # depth + 1 pairs the test still demands "no more cuts than pairs".
     pairs_padded = np.concatenate([pairs, np.zeros(depth + 1)])[: depth + 1]

@@ -575,10 +575,17 @@ def single_tensor_cut_points(graph: LayerGraph) -> list[str]:
 
     Examples
     --------
-    >>> from tests.onnx_models import chain_model
+    >>> from onnx import TensorProto, helper
     >>> from partopt.onnx_graph import load_graph
-    >>> single_tensor_cut_points(load_graph(chain_model()))
-    ['conv', 'relu', 'pool', 'flatten']
+    >>> x, y = (helper.make_tensor_value_info(t, TensorProto.FLOAT, [1, 8]) for t in "XY")
+    >>> nodes = [
+    ...     helper.make_node("Relu", ["X"], ["a"], name="relu"),
+    ...     helper.make_node("Sigmoid", ["a"], ["b"], name="sigmoid"),
+    ...     helper.make_node("Tanh", ["b"], ["Y"], name="tanh"),
+    ... ]
+    >>> model = helper.make_model(helper.make_graph(nodes, "chain", [x], [y]))
+    >>> single_tensor_cut_points(load_graph(model))
+    ['relu', 'sigmoid']
     """
     return [graph.nodes[v].name for v in _single_plan(graph).cuts]
 
@@ -719,11 +726,21 @@ def build_chain(graph: LayerGraph, cuts: str = "single") -> Chain:
 
     Examples
     --------
-    >>> from tests.onnx_models import residual_block
+    A residual unit ``X -> relu -> sigmoid -> add(X, .) -> tanh``: only the
+    output of ``add`` crosses alone (before it, ``X`` crosses too).
+
+    >>> from onnx import TensorProto, helper
     >>> from partopt.onnx_graph import load_graph
-    >>> c = build_chain(load_graph(residual_block()))
+    >>> x, y = (helper.make_tensor_value_info(t, TensorProto.FLOAT, [1, 8]) for t in "XY")
+    >>> nodes = [
+    ...     helper.make_node("Relu", ["X"], ["a"], name="relu"),
+    ...     helper.make_node("Sigmoid", ["a"], ["b"], name="sigmoid"),
+    ...     helper.make_node("Add", ["X", "b"], ["s"], name="add"),
+    ...     helper.make_node("Tanh", ["s"], ["Y"], name="tanh"),
+    ... ]
+    >>> c = build_chain(load_graph(helper.make_model(helper.make_graph(nodes, "res", [x], [y]))))
     >>> c.cut_names, c.transfer_bytes.tolist()
-    (('add',), [1024.0])
+    (('add',), [32.0])
     """
     if cuts not in CUT_FAMILIES:
         raise ChainError(f"unknown cut family {cuts!r}; choose one of {', '.join(CUT_FAMILIES)}")

@@ -33,6 +33,7 @@ from partopt.errors import PartoptError
 
 __all__ = [
     "MB",
+    "MAX_NODES",
     "Cluster",
     "ClusterError",
     "paper_bandwidth_mbps",
@@ -50,12 +51,33 @@ CLUSTER_KEYS = ("nodes", "bandwidth_mbps", "latency_s")
 NODE_KEYS = ("name", "memory_bytes", "flops_per_s")
 """Keys of one node in a cluster file (``name`` and ``flops_per_s`` optional)."""
 
+MAX_NODES = 11_585
+"""Most nodes a cluster may have: its ``N x N`` bandwidth matrix stays within
+2**27 cells (1 GiB of float64), the dense-table limit the solvers share."""
+
 PAPER_SIDE_M = (1.0, 150.0)
 PAPER_BANDWIDTH_CONSTANT = 283230.0
 
 
 class ClusterError(PartoptError):
     """A cluster description that cannot be used; the message says why."""
+
+
+def check_num_nodes(num_nodes: int, where: str = "cluster") -> int:
+    """``num_nodes``, refused before anything is allocated when above :data:`MAX_NODES`.
+
+    Every cluster holds dense ``N x N`` bandwidth (and latency) matrices, and
+    the solvers add tables of ``cuts x N x N``; past :data:`MAX_NODES` the
+    matrix alone would exceed the 1 GiB a table may use.
+    """
+    if num_nodes > MAX_NODES:
+        gib = num_nodes * num_nodes * 8 / 2**30
+        raise ClusterError(
+            f"a {where} of {num_nodes:,} nodes needs a {num_nodes} x {num_nodes} bandwidth "
+            f"matrix ({gib:.1f} GiB); partopt holds clusters of at most {MAX_NODES:,} nodes "
+            "(1 GiB per matrix): use fewer nodes, e.g. the nodes near the model's source"
+        )
+    return num_nodes
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +168,7 @@ class Cluster:
     ) -> Cluster:
         """A complete cluster of identical nodes and identical links."""
         num_nodes = check_int(num_nodes, "num_nodes", minimum=1, error=ClusterError)
+        check_num_nodes(num_nodes)
         memory_bytes = check_real(memory_bytes, "memory_bytes", positive=True, error=ClusterError)
         bandwidth_mbps = check_real(
             bandwidth_mbps, "bandwidth_mbps", minimum=0.0, error=ClusterError
@@ -171,6 +194,7 @@ class Cluster:
         nodes = data["nodes"]
         if not isinstance(nodes, list) or not all(isinstance(x, dict) for x in nodes):
             raise ClusterError('"nodes" must be a list of {"name", "memory_bytes"} objects')
+        check_num_nodes(len(nodes), "cluster file")
         names: list[str] = []
         mem: list[float] = []
         speeds: list[float | None] = []
@@ -384,7 +408,7 @@ def paper_cluster(num_nodes: int, capacity_mb: float, seed: int = 0) -> Cluster:
     pair gets bandwidth ``log2(1 + 283230 / d**2)`` Mbit/s, ``d`` their
     Euclidean distance; every node has ``capacity_mb`` MB (2**20 bytes).
     """
-    num_nodes = check_int(num_nodes, "num_nodes", minimum=1, error=ClusterError)
+    num_nodes = check_num_nodes(check_int(num_nodes, "num_nodes", minimum=1, error=ClusterError))
     capacity_mb = check_real(capacity_mb, "capacity_mb", positive=True, error=ClusterError)
     seed = check_int(seed, "seed", minimum=0, error=ClusterError)
     rng = np.random.default_rng(seed)
@@ -433,6 +457,7 @@ def grid_cluster(
     """
     rows = check_int(rows, "rows", minimum=1, error=ClusterError)
     cols = check_int(cols, "cols", minimum=1, error=ClusterError)
+    check_num_nodes(rows * cols)
     capacity_mb = check_real(capacity_mb, "capacity_mb", positive=True, error=ClusterError)
     pos = np.array([(r * spacing_m, c * spacing_m) for r in range(rows) for c in range(cols)])
     edges = [(r * cols + c, r * cols + c + 1) for r in range(rows) for c in range(cols - 1)]
@@ -444,7 +469,7 @@ def ring_cluster(
     num_nodes: int, capacity_mb: float, spacing_m: float = 30.0, seed: int | None = None
 ) -> Cluster:
     """Nodes on a ring, each linked to its two neighbours (see :func:`grid_cluster`)."""
-    num_nodes = check_int(num_nodes, "num_nodes", minimum=1, error=ClusterError)
+    num_nodes = check_num_nodes(check_int(num_nodes, "num_nodes", minimum=1, error=ClusterError))
     capacity_mb = check_real(capacity_mb, "capacity_mb", positive=True, error=ClusterError)
     angle = 2 * math.pi * np.arange(num_nodes) / num_nodes
     radius = spacing_m / (2 * math.sin(math.pi / num_nodes)) if num_nodes > 1 else 0.0

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -214,18 +215,38 @@ def _infer(model: onnx.ModelProto) -> dict[str, TensorSpec]:
 # -- plans -------------------------------------------------------------------------------
 
 
-def stage_ranges(plan, num_blocks: int) -> list[tuple[object, int, int]]:
+def stage_ranges(plan, chain, memory: str | None = None) -> list[tuple[object, int, int]]:
     """``(node, first_block, last_block)`` per stage of a plan, checked against the chain.
 
     ``plan`` is a :class:`~partopt.plan.Plan`, the dict ``partopt solve --json``
     prints (``{"stages": [{"node", "first_block", "last_block"}, ...], ...}``)
-    or its list of stages.
-    """
-    from partopt.plan import InvalidPlan, Plan
+    or its list of stages; ``chain`` is the :class:`~partopt.chain.Chain` it was
+    made for (or a block count, when only the structure is to be checked).
 
+    The plan is read with :meth:`Plan.from_dict <partopt.plan.Plan.from_dict>`
+    and checked with :func:`~partopt.plan.evaluate`. Export has no cluster, so
+    the problem evaluated is the one the plan itself defines: one node per
+    stage, named as the plan names it (integer nodes keep their index), whose
+    capacity is the memory the plan records for its stage (``memory_bytes``,
+    as ``partopt solve --json`` writes it; without a record, exactly the
+    stage's memory), complete links of equal bandwidth, and the plan's memory
+    model (``memory``, else the plan's ``"memory"``, else ``peak``). So the
+    stages must cover the chain contiguously, on distinct nodes, each within
+    the memory its plan claims for it; bandwidths and speeds are not checked
+    (export does not time anything).
+    """
+    from partopt.chain import Chain
+    from partopt.cluster import Cluster
+    from partopt.plan import InvalidPlan, Plan, Stage, evaluate
+    from partopt.problem import Problem
+
+    if isinstance(chain, numbers.Integral):
+        chain = Chain.from_arrays(np.zeros(int(chain)), np.zeros(max(int(chain) - 1, 0)))
     if isinstance(plan, Plan):
-        items: list[tuple[object, int, int]] = [
-            (s.node, s.first_block, s.last_block) for s in plan.stages
+        stages: list = [
+            {"node": s.node, "first_block": s.first_block, "last_block": s.last_block}
+            for s in plan.stages
+            if isinstance(s, Stage)
         ]
     else:
         stages = plan.get("stages") if isinstance(plan, dict) else plan
@@ -237,34 +258,44 @@ def stage_ranges(plan, num_blocks: int) -> list[tuple[object, int, int]]:
                 else ""
             )
             raise InvalidPlan(f'plan has no "stages" list{why}')
-        items = []
-        for k, d in enumerate(stages):
-            try:
-                items.append((d["node"], int(d["first_block"]), int(d["last_block"])))
-            except (KeyError, TypeError, ValueError):
-                raise InvalidPlan(
-                    f"stage {k} needs 'node', 'first_block' and 'last_block'"
-                ) from None
-    expected = 0
-    for k, (_, first, last) in enumerate(items):
-        if first != expected:
-            raise InvalidPlan(
-                f"stage {k} starts at block {first}, expected block {expected}: stages must cover "
-                f"the chain's {num_blocks} blocks contiguously"
-            )
-        if last < first:
-            raise InvalidPlan(f"stage {k} is empty (blocks {first}..{last})")
-        expected = last + 1
-    if expected != num_blocks:
-        raise InvalidPlan(
-            f"plan covers blocks 0..{expected - 1} but the chain has {num_blocks} blocks "
-            "(was the plan made for another model or another --cuts family?)"
-        )
-    nodes = [n for n, _, _ in items]
-    dup = sorted({str(n) for n in nodes if nodes.count(n) > 1})
-    if dup:
-        raise InvalidPlan(f"node {dup[0]!r} hosts more than one stage; stages need distinct nodes")
-    return items
+    if memory is None:
+        memory = plan.get("memory") if isinstance(plan, dict) else None
+    labels = [d.get("node") if isinstance(d, dict) else None for d in stages]
+    indices = [x for x in labels if isinstance(x, numbers.Integral) and not isinstance(x, bool)]
+    names = [str(i) for i in range(max(indices, default=-1) + 1)]
+    names += list(dict.fromkeys(x for x in labels if isinstance(x, str) and x not in names))
+    n = max(len(names), 1)
+    names += [str(i) for i in range(len(names), n)]
+
+    def problem(capacity: np.ndarray) -> Problem:
+        cluster = Cluster(tuple(names), capacity, np.ones((n, n)))
+        return Problem(chain, cluster, memory=memory or "peak")
+
+    provisional = problem(np.ones(n))
+    parsed = Plan.from_dict(stages, provisional)
+    capacity = np.ones(n)
+    b = chain.num_blocks
+    for d, st in zip(stages, parsed.stages, strict=True):
+        if not 0 <= st.node < n:
+            continue  # evaluate names the node
+        said = d.get("memory_bytes") if isinstance(d, dict) else None
+        if isinstance(said, numbers.Real) and not isinstance(said, bool) and said > 0:
+            capacity[st.node] = float(said)
+        elif 0 <= st.first_block <= st.last_block < b:
+            capacity[st.node] = max(provisional.stage_memory(st.first_block, st.last_block), 1.0)
+    try:
+        evaluate(problem(capacity), parsed)
+    except InvalidPlan as exc:
+        msg = str(exc)
+        if "chain has" in msg:
+            msg += " (was the plan made for another model or another --cuts family?)"
+        elif "bytes but node" in msg:
+            msg += ", the memory the plan records for its stage"
+        raise InvalidPlan(msg) from None
+    return [
+        (label, st.first_block, st.last_block)
+        for label, st in zip(labels, parsed.stages, strict=True)
+    ]
 
 
 def _op_sets(plan, chain) -> list[tuple[object, list[int]]] | None:
@@ -327,6 +358,7 @@ class StageModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     onnx_nodes: int = 0
+    ops: tuple[int, ...] = ()  # a DAG stage's blocks (operators); empty for a block range
 
     @property
     def input_bytes(self) -> int | None:
@@ -366,6 +398,7 @@ class Export:
                     "node": s.node,
                     "first_block": s.first_block,
                     "last_block": s.last_block,
+                    **({"ops": list(s.ops)} if s.ops else {}),
                     "file": f"stage_{s.index}.onnx",
                     "onnx_nodes": s.onnx_nodes,
                     "inputs": [t.to_dict() for t in s.inputs],
@@ -443,7 +476,7 @@ def split_model(
     op_sets = _op_sets(plan, chain)
     blocks_of: list[Sequence[int]]
     if op_sets is None:
-        ranges = stage_ranges(plan, chain.num_blocks)
+        ranges = stage_ranges(plan, chain)
         blocks_of = [range(first, last + 1) for _, first, last in ranges]
     else:  # a DAG plan: stages are sets of the multi-tensor chain's one-layer blocks
         ranges = [(node, min(ops), max(ops)) for node, ops in op_sets]
@@ -476,7 +509,7 @@ def split_model(
     num_stages = len(ranges)
     inits = _initializer_names(graph)
     # Constant nodes, and nodes computed only from constants, are weights of the layers
-    # that read them (SPEC section 1; the chain builder folds them): they are copied into
+    # that read them (the chain builder folds them into their readers' parameter bytes): they are copied into
     # every stage that reads them and never sent between stages.
     weight_nodes: set[int] = set()
     constant_out: dict[str, int] = {}
@@ -628,6 +661,7 @@ def split_model(
                 tuple(specs[t] for t in ins),
                 tuple(specs[t] for t in outs),
                 len(idx),
+                () if op_sets is None else tuple(sorted(blocks_of[k])),
             )
         )
     return Export(

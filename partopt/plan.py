@@ -205,6 +205,18 @@ class Evaluation:
         return float("inf") if self.bottleneck_s == 0 else 1.0 / self.bottleneck_s
 
 
+def _check_distinct_nodes(problem, stages) -> None:
+    """Raise :class:`InvalidPlan` naming the first node that hosts two stages."""
+    seen: dict[int, int] = {}
+    for k, s in enumerate(stages):
+        if s.node in seen:
+            raise InvalidPlan(
+                f"node {problem.cluster.names[s.node]!r} hosts stages {seen[s.node]} and {k}; "
+                "stages need distinct nodes"
+            )
+        seen[s.node] = k
+
+
 def _check(problem: Problem, plan: Plan) -> None:
     if not isinstance(problem, Problem):
         raise TypeError(
@@ -224,7 +236,7 @@ def _check(problem: Problem, plan: Plan) -> None:
         if k + 1 < len(stages) and stages[k + 1].first_block != s.last_block + 1:
             raise InvalidPlan(
                 f"stages {k} and {k + 1} are not contiguous: block {s.last_block} is followed "
-                f"by block {stages[k + 1].first_block}"
+                f"by block {stages[k + 1].first_block}; stages must cover the chain contiguously"
             )
         if not 0 <= s.node < n:
             raise InvalidPlan(f"stage {k} uses node {s.node}, but the cluster has {n} nodes")
@@ -232,14 +244,7 @@ def _check(problem: Problem, plan: Plan) -> None:
         raise InvalidPlan(
             f"plan covers blocks 0..{stages[-1].last_block} but the chain has {b} blocks"
         )
-    seen: dict[int, int] = {}
-    for k, s in enumerate(stages):
-        if s.node in seen:
-            raise InvalidPlan(
-                f"node {problem.cluster.names[s.node]!r} hosts stages {seen[s.node]} and {k}; "
-                "stages need distinct nodes"
-            )
-        seen[s.node] = k
+    _check_distinct_nodes(problem, stages)
 
 
 def evaluate(problem, plan: Plan) -> Evaluation:
@@ -326,14 +331,7 @@ def _check_dag(problem, plan: Plan) -> None:
                 f"colocated operators {[dag.op_names[o] for o in cls_]} are split over "
                 f"stages {sorted(where)}"
             )
-    used: dict[int, int] = {}
-    for k, s in enumerate(stages):
-        if s.node in used:
-            raise InvalidPlan(
-                f"node {problem.cluster.names[s.node]!r} hosts stages {used[s.node]} and {k}; "
-                "stages need distinct nodes"
-            )
-        used[s.node] = k
+    _check_distinct_nodes(problem, stages)
 
 
 def stage_compute_s(problem, ops, node: int) -> float:

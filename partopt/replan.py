@@ -14,6 +14,10 @@ that less has to move):
   ``milp`` method uses to prune) and the plan as ``warm_start`` (for methods
   that take one; the others ignore both).
 
+A DAG plan (stages of operator sets, :class:`~partopt.dag.DagProblem`) is
+re-solved instead (:func:`replan_dag`): the repair and polish moves are moves
+of block ranges.
+
 All plans here use node indices of the *full* cluster; the sub-problem on
 the surviving nodes is an implementation detail. Solvers are reached only
 through the registry and :func:`partopt.solve.solve`, and get only the
@@ -26,13 +30,15 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from partopt import solvers
 from partopt.cluster import Cluster
+from partopt.dag import DagProblem
 from partopt.errors import PartoptError
-from partopt.plan import InvalidPlan, Plan, Stage, evaluate
+from partopt.plan import InvalidPlan, OpStage, Plan, Stage, evaluate
 from partopt.problem import Problem
 from partopt.solve import solve
 
@@ -42,6 +48,7 @@ __all__ = [
     "UnknownReplanMethod",
     "check_replan_method",
     "replan",
+    "replan_dag",
     "surviving_problem",
 ]
 
@@ -49,6 +56,12 @@ AUTO_METHODS = ("bottleneck-search", "exact", "milp", "brute", "random")
 """Methods tried in order by ``method="auto"``: the first registered one that returns a
 plan is used. The fast heuristic comes first because every second spent re-planning is a
 second of outage; pass ``method="exact"`` for a proven optimum."""
+
+
+_P = TypeVar("_P", Problem, DagProblem)
+
+DAG_AUTO_METHOD = "exact"
+"""The solver :func:`replan_dag` uses under ``method="auto"``."""
 
 
 class UnknownReplanMethod(PartoptError):
@@ -102,15 +115,21 @@ class Replan:
             "stages": None
             if self.plan is None
             else [
-                {"node": names[s.node], "first_block": s.first_block, "last_block": s.last_block}
+                {"node": names[s.node], "ops": list(s.ops)}
+                if isinstance(s, OpStage)
+                else {
+                    "node": names[s.node],
+                    "first_block": s.first_block,
+                    "last_block": s.last_block,
+                }
                 for s in self.plan.stages
             ],
         }
 
 
 def surviving_problem(
-    problem: Problem, alive: Iterable[int], dead_links: Iterable[tuple[int, int]] = ()
-) -> tuple[Problem, list[int]]:
+    problem: _P, alive: Iterable[int], dead_links: Iterable[tuple[int, int]] = ()
+) -> tuple[_P, list[int]]:
     """The problem on the nodes ``alive`` (full indices) without ``dead_links``; and the index map."""
     keep = sorted(set(alive))
     if not keep:
@@ -322,3 +341,63 @@ def replan(
     val, neg_kept, source, plan = min(tied, key=lambda o: o[1])
     full = Plan(tuple(Stage(s.first_block, s.last_block, keep[s.node]) for s in plan.stages))
     return Replan(full, val, source, runtime, -neg_kept, candidates)
+
+
+def replan_dag(
+    problem: DagProblem,
+    current: Plan,
+    alive: Iterable[int],
+    dead_links: Iterable[tuple[int, int]] = (),
+    *,
+    method: str = "auto",
+    time_limit_s: float | None = 10.0,
+    seed: int = 0,
+) -> Replan:
+    """A new plan for the DAG ``problem`` on the nodes ``alive`` (full-cluster indices).
+
+    The surviving cluster is solved anew with ``method`` (``exact`` under
+    ``auto``: DAG problems have no fast heuristic to try first).
+    Returns a plan with full-cluster node indices, or none and the reason
+    (no node left, the solver refused the problem, no plan fits);
+    ``kept_stages`` counts the stages left on their node with their operators.
+    """
+    t0 = time.perf_counter()
+    try:
+        sub, keep = surviving_problem(problem, alive, dead_links)
+    except InvalidPlan as exc:
+        return Replan(None, None, "none", time.perf_counter() - t0, reason=str(exc))
+    used = DAG_AUTO_METHOD if method == "auto" else method
+    try:
+        # solve() takes DAG problems too (its annotation names the chain problem only)
+        res = solve(sub, used, time_limit_s=time_limit_s, seed=seed)  # type: ignore[arg-type]
+    except (solvers.SolverRefused, TypeError) as exc:
+        return Replan(
+            None,
+            None,
+            "none",
+            time.perf_counter() - t0,
+            reason=f"re-planning with {used!r} failed: {exc}",
+        )
+    runtime = time.perf_counter() - t0
+    candidates = {f"solve:{used}": res.bottleneck_s, f"solve:{used}:status": res.status}
+    if res.plan is None:
+        why = res.info.get("reason") or res.info.get("error") or res.status
+        return Replan(
+            None,
+            None,
+            "none",
+            runtime,
+            candidates=candidates,
+            reason=f"no valid plan on the remaining nodes ({why})",
+        )
+    full = Plan(tuple(OpStage(s.ops, keep[s.node]) for s in res.plan.stages))
+    old = {(s.ops, s.node) for s in current.stages if isinstance(s, OpStage)}
+    kept = sum((s.ops, s.node) in old for s in full.stages if isinstance(s, OpStage))
+    return Replan(
+        full,
+        res.bottleneck_s,
+        f"solve:{used}",
+        runtime,
+        kept,
+        candidates,
+    )

@@ -55,6 +55,7 @@ Examples
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -330,15 +331,19 @@ class Table:
     markdown_headers: list[str] | None = None
     """Headers of the Markdown table when its formatters change the unit (the CSV keeps
     ``headers``, which name the unit of the raw values)."""
+    markdown_rows: list[list] | None = None
+    """Rows of the Markdown table when it shows fewer than the CSV (see
+    :func:`collapse_identical`); ``None``: the same rows."""
 
     def markdown(self) -> str:
         fmts = self.formats or [_fmt_any] * len(self.headers)
-        text_col = [all(isinstance(r[i], str) for r in self.rows) for i in range(len(self.headers))]
+        rows = self.rows if self.markdown_rows is None else self.markdown_rows
+        text_col = [all(isinstance(r[i], str) for r in rows) for i in range(len(self.headers))]
         lines = [
             "| " + " | ".join(self.markdown_headers or self.headers) + " |",
             "|" + "|".join("---" if t else "---:" for t in text_col) + "|",
         ]
-        for row in self.rows:
+        for row in rows:
             lines.append("| " + " | ".join(f(v) for f, v in zip(fmts, row, strict=True)) + " |")
         text = "\n".join(lines) + "\n"
         if self.note:
@@ -352,6 +357,36 @@ class Table:
         for row in self.rows:
             w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
         return buf.getvalue()
+
+
+def collapse_identical(t: Table, column: str = "method") -> Table:
+    """The table whose Markdown merges runs of rows that differ only in a method's ``C``.
+
+    Consecutive rows whose ``column`` reads ``NAME C=k`` for the same NAME
+    and whose other cells all print the same become one row
+    ``NAME C=a, b, c``; the CSV keeps every row.
+
+    >>> t = Table("t", "", ["method", "x"], [["s C=2", 1.0], ["s C=5", 2.0], ["s C=8", 2.0]])
+    >>> [r[0] for r in collapse_identical(t).markdown_rows]
+    ['s C=2', 's C=5, 8']
+    """
+    i = t.headers.index(column)
+    fmts = t.formats or [_fmt_any] * len(t.headers)
+
+    def shown(row: list) -> tuple:
+        return tuple(f(v) for j, (f, v) in enumerate(zip(fmts, row, strict=True)) if j != i)
+
+    merged: list[list] = []
+    last_key = None
+    for row in t.rows:
+        m = re.fullmatch(r"(.+) C=(\d+)", str(row[i]))
+        key = (m.group(1), shown(row)) if m else None
+        if key is not None and key == last_key:
+            merged[-1][i] += f", {m.group(2)}"  # type: ignore[union-attr]
+        else:
+            merged.append(list(row))
+        last_key = key
+    return dataclasses.replace(t, markdown_rows=merged)
 
 
 def _fmt_any(v) -> str:
@@ -435,7 +470,7 @@ def quality_table(
         "mean ratio",
         "median ratio",
         "max ratio",
-        "optimal",
+        "optimal (fraction)",
     ]
     fmts = (
         [str]
@@ -451,6 +486,7 @@ def quality_table(
         note="Ratio = bottleneck / proven optimum over nontrivial instances (the model "
         "needs two or more nodes); optimal = share within 1e-6 of the optimum "
         "(failures count as not optimal).",
+        markdown_headers=[h.replace(" (fraction)", "") for h in headers],
     )
 
 
@@ -477,12 +513,22 @@ def bound_gap_table(rows: Sequence[dict], name: str = "bound_gap", title: str = 
     return Table(
         name,
         title or "Gap to the best bound known",
-        ["regime", "method", "instances", "unproven", "mean gap", "median gap", "max gap"],
+        ["regime", "method", "instances", "unproven", *(f"{s} gap (fraction)" for s in _GAPS)],
         out,
         [str, str, _fmt_int, _fmt_int, _fmt_pct, _fmt_pct, _fmt_pct],
         note="Gap = (bottleneck - best bound) / bottleneck; the best bound of an instance "
         "is its proven optimum, or else the largest lower bound any run reported.",
+        markdown_headers=[
+            "regime",
+            "method",
+            "instances",
+            "unproven",
+            *(f"{s} gap" for s in _GAPS),
+        ],
     )
+
+
+_GAPS = ("mean", "median", "max")
 
 
 def runtime_table(
@@ -517,7 +563,7 @@ def runtime_table(
         "mean (s)",
         "p95 (s)",
         "max (s)",
-        "proven optimal",
+        "proven optimal (fraction)",
     ]
     fmts = [str] + [_fmt_any] * len(by) + [str, _fmt_int] + [_fmt_ms] * 4 + [_fmt_pct]
     return Table(
@@ -529,7 +575,7 @@ def runtime_table(
         note="Wall-clock time inside the solver (bounds and evaluation excluded), "
         "in milliseconds here and in seconds in the CSV; instances proven infeasible before "
         "solving are left out. Proven optimal: share of runs ending with status optimal.",
-        markdown_headers=[h.replace("(s)", "(ms)") for h in headers],
+        markdown_headers=[h.replace("(s)", "(ms)").replace(" (fraction)", "") for h in headers],
     )
 
 
@@ -613,6 +659,33 @@ def _grid_numbers(rows: Sequence[dict], numbers: dict) -> None:
             numbers[f"{tag}.optimal_stages_max"] = max(stages)
 
 
+CHAIN_COST_FILE = "bench_dag_chain.csv"
+"""The chain-cost benchmark's CSV; read from every results folder that holds one."""
+
+_TEXT_REGIMES = ("paper/paper", "peak/bytes")
+"""Regimes the paper's summary tables show; the CSVs keep every regime."""
+
+
+def _in_text(t: Table, classes: int | None = None) -> Table:
+    """The table with its Markdown rows kept to the regimes of :data:`_TEXT_REGIMES`.
+
+    With ``classes``, k-path matching is shown with that many bandwidth
+    classes only (``C=classes``); the other variants stay in the CSV.
+    """
+    rows = t.rows if t.markdown_rows is None else t.markdown_rows
+    kept = [r for r in rows if r[0] in _TEXT_REGIMES]
+    if classes is not None:
+        kept = [r for r in kept if " C=" not in r[1] or r[1].endswith(f" C={classes}")]
+    if len(kept) == len(rows):
+        return t
+    others = ", ".join(sorted({r[0] for r in rows} - set(_TEXT_REGIMES)))
+    dropped = [f"regime {others}"] if others else []
+    if classes is not None:
+        dropped.append(f"k-path matching with C other than {classes}")
+    note = (t.note + " " if t.note else "") + f"In the CSV only: {'; '.join(dropped)}."
+    return dataclasses.replace(t, markdown_rows=kept, note=note)
+
+
 def _is_scaling(rec: dict) -> bool:
     return str(rec.get("sweep", "")).startswith("scaling")
 
@@ -664,6 +737,11 @@ def write_report(
         rows, (), "quality_overall", "Ratio to the proven optimum, all instances"
     )
     runtime = runtime_table(rows, (), "runtime_overall", "Solver runtime, all instances")
+    text_tables = [
+        _in_text(collapse_identical(overall)),
+        _in_text(runtime, classes=20),
+        _in_text(collapse_identical(bound_gap_table(rows))),
+    ]
     consistency = consistency_table(summary)
     tables = [
         quality_table(
@@ -676,8 +754,7 @@ def write_report(
         overall,
         quality_table(rows, ("nodes",), "quality_by_nodes", "Ratio to the proven optimum by N"),
         runtime_table(rows, ("nodes",), "runtime_by_nodes", "Solver runtime by N"),
-        runtime,
-        bound_gap_table(rows),
+        *text_tables,
         consistency,
         headline_table(rows, published, numbers),
     ]
@@ -717,6 +794,15 @@ def write_report(
             from partopt.report_seifer import faithful_tables
 
             tables += faithful_tables(faithful, published, numbers)
+    chain_files = [
+        Path(p) / CHAIN_COST_FILE for p in results if (Path(p) / CHAIN_COST_FILE).exists()
+    ]
+    if chain_files:
+        from partopt.report_chain import chain_cost_table, load_chain_cost
+
+        tables.append(
+            chain_cost_table([r for f in chain_files for r in load_chain_cost(f)], numbers)
+        )
     for t in tables:
         written += _write_table(t, outdir)
     for row in overall.rows:  # regime, label, ...

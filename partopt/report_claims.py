@@ -367,13 +367,13 @@ def reproduction_table(rows: Sequence[dict], published: dict) -> Table:
     headers = [
         "method",
         "model",
-        "capacity MB",
+        "capacity (MB)",
         "N",
         "C",
-        "published s",
-        "ours s",
+        "published (s)",
+        "ours (s)",
         "ours / published",
-        "optimum s",
+        "optimum (s)",
         "published / optimum",
     ]
     fmts: list[Callable[..., str]]

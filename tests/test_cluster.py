@@ -16,7 +16,7 @@ from partopt.cluster import (
 
 
 def test_paper_bandwidth_matches_spec_points():
-    # SPEC section 1: 18.1 Mbit/s at 1 m, 6.8 at 50 m, 3.8 at 150 m
+    # the original work's measured points: 18.1 Mbit/s at 1 m, 6.8 at 50 m, 3.8 at 150 m
     got = paper_bandwidth_mbps(np.array([1.0, 50.0, 150.0]))
     assert np.allclose(got, [18.1, 6.8, 3.8], atol=0.05)
 

@@ -423,3 +423,27 @@ def test_bundled_model_round_trip_with_random_weights(cuts, tmp_path):
     write_export(export, tmp_path)
     for s in export.stages:
         onnx.checker.check_model(str(tmp_path / f"stage_{s.index}.onnx"))
+
+
+def test_plans_are_evaluated_on_the_cluster_they_define():
+    # Three blocks of 4 parameter bytes; the plan records each stage's memory.
+    chain = Chain.from_arrays([4, 4, 4], [1, 1])
+
+    def doc(said0, node1="b"):
+        return {
+            "memory": "weights",
+            "stages": [
+                {"node": "a", "first_block": 0, "last_block": 1, "memory_bytes": said0},
+                {"node": node1, "first_block": 2, "last_block": 2},
+            ],
+        }
+
+    assert stage_ranges(doc(8), chain) == [("a", 0, 1), ("b", 2, 2)]
+    # a stage over the memory its plan records is refused by evaluate
+    with pytest.raises(InvalidPlan, match="needs 8 bytes but node 'a' has 3, the memory the plan"):
+        stage_ranges(doc(3), chain)
+    # integer nodes keep their index; a Plan object is read the same way
+    assert stage_ranges(doc(8, node1=0), chain) == [("a", 0, 1), (0, 2, 2)]
+    assert stage_ranges(Plan.from_cuts([0], [2, 0], 3), chain) == [(2, 0, 0), (0, 1, 2)]
+    with pytest.raises(InvalidPlan, match="whole number"):
+        stage_ranges([{"node": "a", "first_block": 0.5, "last_block": 2}], chain)

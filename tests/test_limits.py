@@ -137,3 +137,48 @@ def test_evaluate_checks_its_arguments():
         evaluate(None, Plan((Stage(0, 2, 0),)))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="plan must be a partopt Plan"):
         evaluate(_problem(3, 2, 64), [(0, 2, 0)])  # type: ignore[arg-type]
+
+
+# -- clusters whose dense matrices would not fit are refused before allocating ---------------
+
+
+def test_cluster_node_limit_is_the_dense_table_limit():
+    from partopt.cluster import MAX_NODES
+
+    assert MAX_NODES**2 <= _limits.MAX_DENSE_CELLS < (MAX_NODES + 1) ** 2
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: paper_cluster(5, 64),
+        lambda: Cluster.uniform(5, memory_bytes=MB, bandwidth_mbps=1.0),
+        lambda: __import__("partopt.cluster").cluster.ring_cluster(5, 64),
+        lambda: __import__("partopt.cluster").cluster.grid_cluster(1, 5, 64),
+        lambda: Cluster.from_dict(
+            {"nodes": [{"memory_bytes": 1}] * 5, "bandwidth_mbps": "not read before the check"}
+        ),
+    ],
+)
+def test_clusters_beyond_the_node_limit_are_refused(monkeypatch, build):
+    # stands in for --paper-cluster 100000 (a 74.5 GiB bandwidth matrix)
+    import partopt.cluster as cluster_module
+
+    monkeypatch.setattr(cluster_module, "MAX_NODES", 4)
+    with pytest.raises(
+        cluster_module.ClusterError, match=r"5 nodes needs a 5 x 5 bandwidth matrix"
+    ):
+        build()
+
+
+def test_solve_with_a_cluster_too_large_for_memory_is_one_line(capsys, tmp_path):
+    import onnx
+
+    from partopt.cli import main
+    from tests.onnx_models import chain_model
+
+    onnx.save(chain_model(), tmp_path / "m.onnx")
+    argv = ["solve", str(tmp_path / "m.onnx"), "--paper-cluster", "100000", "--capacity-mb", "12"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "100,000 nodes" in err[0] and "74.5 GiB" in err[0], err

@@ -126,9 +126,15 @@ def test_quality_table_by_hand(rows):
     assert (g["instances"], g["solved"]) == (3, 3)  # the one-node and infeasible instances are out
     assert g["mean ratio"] == pytest.approx(1.25)  # 3/2, 1/1, 5/4
     assert g["median ratio"] == pytest.approx(1.25) and g["max ratio"] == 1.5
-    assert g["optimal"] == pytest.approx(1 / 3)
+    assert g["optimal (fraction)"] == pytest.approx(1 / 3)
     r = one(t, method="random")  # 8/2 and 12/4; the failure is not optimal
-    assert (r["instances"], r["solved"], r["mean ratio"], r["max ratio"], r["optimal"]) == (
+    assert (
+        r["instances"],
+        r["solved"],
+        r["mean ratio"],
+        r["max ratio"],
+        r["optimal (fraction)"],
+    ) == (
         3,
         2,
         3.5,
@@ -136,8 +142,12 @@ def test_quality_table_by_hand(rows):
         0,
     )
     s = one(t, method="seifer C=20")  # 2.5/2 and 1/1
-    assert (s["solved"], s["mean ratio"], s["optimal"]) == (2, 1.125, pytest.approx(1 / 3))
-    assert one(t, method="exact")["optimal"] == 1.0
+    assert (s["solved"], s["mean ratio"], s["optimal (fraction)"]) == (
+        2,
+        1.125,
+        pytest.approx(1 / 3),
+    )
+    assert one(t, method="exact")["optimal (fraction)"] == 1.0
     by_cap = quality_table(rows, ("model", "capacity_mb"))
     assert not rows_of(by_cap, capacity_mb=256.0)  # nothing nontrivial there
     assert one(by_cap, model="resnet50", capacity_mb=64.0, method="greedy")["mean ratio"] == 1.25
@@ -214,16 +224,16 @@ def test_headline_and_reproduction_with_published_csvs(tmp_path, rows):
 
     rep = reproduction_table(rows, published)
     r = one(rep, method="random", N=50)
-    assert (r["published s"], r["ours s"]) == (6.0, pytest.approx(20 / 3))
+    assert (r["published (s)"], r["ours (s)"]) == (6.0, pytest.approx(20 / 3))
     assert r["ours / published"] == pytest.approx(10 / 9)
     assert one(rep, method="greedy")["ours / published"] == pytest.approx(0.75)
-    s = one(rep, method="seifer", **{"capacity MB": 256.0})
-    assert s["ours s"] == 0.0 and s["ours / published"] is None  # 0 / 0 is not a ratio
+    s = one(rep, method="seifer", **{"capacity (MB)": 256.0})
+    assert s["ours (s)"] == 0.0 and s["ours / published"] is None  # 0 / 0 is not a ratio
     assert not rows_of(rep, method="random", N=5)  # we have no such configuration
-    assert r["optimum s"] == pytest.approx(7 / 3)  # optima 2, 1, 4
+    assert r["optimum (s)"] == pytest.approx(7 / 3)  # optima 2, 1, 4
     assert r["published / optimum"] == pytest.approx(6.0 / (7 / 3))
     assert one(rep, method="greedy")["published / optimum"] == pytest.approx(4.0 / (7 / 3))
-    assert s["optimum s"] == 0.0 and s["published / optimum"] is None
+    assert s["optimum (s)"] == 0.0 and s["published / optimum"] is None
     from partopt.report import reproduction_summary
 
     summary = reproduction_summary(rep)
@@ -294,8 +304,11 @@ def test_bound_gap_table_by_hand():
     t = bound_gap_table(annotate(recs))
     g = one(t, method="greedy")
     assert (g["instances"], g["unproven"]) == (2, 1)
-    assert g["mean gap"] == pytest.approx((0.5 / 2.5 + 0.5 / 2.0) / 2) and g["max gap"] == 0.25
-    assert one(t, method="exact")["max gap"] == pytest.approx(0.5)
+    assert (
+        g["mean gap (fraction)"] == pytest.approx((0.5 / 2.5 + 0.5 / 2.0) / 2)
+        and g["max gap (fraction)"] == 0.25
+    )
+    assert one(t, method="exact")["max gap (fraction)"] == pytest.approx(0.5)
 
 
 def test_report_never_imports_a_solver(tmp_path):
@@ -345,7 +358,14 @@ def test_write_report_with_the_keras_chain_sweep(tmp_path):
 
 @pytest.mark.parametrize(
     "module",
-    ["report", "report_claims", "report_figures", "report_template", "report_seifer"],
+    [
+        "report",
+        "report_claims",
+        "report_figures",
+        "report_template",
+        "report_seifer",
+        "report_chain",
+    ],
 )
 def test_report_modules_only_read_records(module):
     """The report's role modules import no solver, runner, problem or chain: data flows one way."""
@@ -363,6 +383,67 @@ def test_report_modules_only_read_records(module):
     ours = {m for m in imported if m.split(".")[0] == "partopt"}
     allowed = {"partopt.report", "partopt.report_claims", "partopt.report_figures"}
     allowed |= {"partopt.report_template", "partopt.report_seifer", "partopt.study_seifer"}
+    allowed |= {"partopt.report_chain"}
     # the record I/O of the experiments (never the runner), and the error base
     allowed |= {"partopt.experiments.records", "partopt.errors"}
     assert ours <= allowed, ours - allowed
+
+
+def _chain_row(instance, cuts, status, best, bound=None, time_s=1.0):
+    model, kind, cap = instance.split("/")[:3]
+    return {
+        "instance": instance,
+        "model": model,
+        "cluster": kind,
+        "capacity_mb": cap,
+        "cuts": cuts,
+        "status": status,
+        "bottleneck_s": "" if best is None else str(best),
+        "bound_s": "" if bound is None else str(bound),
+        "time_s": str(time_s),
+    }
+
+
+def test_chain_cost_table_by_hand(tmp_path):
+    """Ratios per model and cluster; an unproven DAG run counts as not proven, with its gap."""
+    from partopt.report import ReportError
+    from partopt.report_chain import chain_cost_table, load_chain_cost
+
+    rows = [
+        _chain_row("m/paper/64/50/0", "single", "optimal", 4.0),
+        _chain_row("m/paper/64/50/0", "multi", "optimal", 2.0),
+        _chain_row("m/paper/64/50/0", "dag", "optimal", 1.0, 1.0, time_s=3.0),
+        _chain_row("m/paper/64/50/1", "single", "infeasible", None),
+        _chain_row("m/paper/64/50/1", "multi", "optimal", 2.0),
+        _chain_row("m/paper/64/50/1", "dag", "feasible", 2.0, 1.5, time_s=5.0),
+    ]
+    numbers: dict = {}
+    t = chain_cost_table(rows, numbers)
+    (row,) = [dict(zip(t.headers, r, strict=True)) for r in t.rows]
+    assert row["DAG / multi chain (ratio)"] == pytest.approx((0.5 + 1.0) / 2)
+    assert row["DAG / single chain (ratio)"] == pytest.approx(0.25)  # instance 1 has no single plan
+    assert row["multi / single chain (ratio)"] == pytest.approx(0.5)
+    assert row["DAG proven"] == "1/2" and row["DAG max time (s)"] == 5.0
+    assert row["not proven (cuts status count)"] == "dag feasible 1"
+    assert numbers["chain_cost.unproven_instances"] == "`m/paper/64/50/1`"
+    assert numbers["chain_cost.unproven_gap_max"] == pytest.approx(0.25)
+    assert numbers["chain_cost.dag_better_than_multi"] == 1
+    bad = tmp_path / "x.csv"
+    bad.write_text("instance,model\nx,y\n")
+    with pytest.raises(ReportError, match="not a chain-cost CSV"):
+        load_chain_cost(bad)
+
+
+def test_in_text_tables_collapse_identical_seifer_rows():
+    """The Markdown merges k-path variants that print the same; the CSV keeps every row."""
+    from partopt.report import Table, collapse_identical
+
+    t = Table(
+        "t",
+        "",
+        ["regime", "method", "x"],
+        [["r", "seifer C=2", 1.0], ["r", "seifer C=5", 2.0], ["r", "seifer C=8", 2.0]],
+    )
+    c = collapse_identical(t)
+    assert "| r | seifer C=5, 8 | 2 |" in c.markdown()
+    assert c.csv().count("seifer") == 3

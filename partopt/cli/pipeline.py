@@ -11,6 +11,11 @@ Block indices refer to the chain built from MODEL.onnx with the plan's cut
 family (``"cuts"``: ``single`` when absent) and input shapes; the stage
 memories recorded in the plan are checked against that chain, so a plan made
 for another model or other options is refused with one line.
+
+A DAG plan (``partopt solve --cuts dag``) gives each stage as ``"ops"``, a
+set of operator (layer) names, instead of a block range. Its operators are
+the one-layer blocks of the model's multi-tensor chain, which the split uses;
+the stage memories are checked against the operator DAG of the same graph.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from pathlib import Path
 from partopt.cli.common import float_above, fmt_bytes, input_shapes, int_at_least, sample_inputs
 from partopt.errors import PartoptError
 
-__all__ = ["PipelineError", "add_parsers", "load_plan_doc", "pipeline_chain"]
+__all__ = [
+    "PipelineError",
+    "add_parsers",
+    "is_dag_plan",
+    "load_plan_doc",
+    "pipeline_chain",
+    "pipeline_dag",
+]
 
 
 class PipelineError(PartoptError):
@@ -49,13 +61,67 @@ def load_plan_doc(path: str | Path) -> dict:
             f'plan file {str(path)!r} has no "stages" list{why}; give what `partopt solve --json` prints'
         )
     for key, allowed in (
-        ("cuts", ("single", "multi")),
+        ("cuts", ("single", "multi", "dag")),
         ("memory", ("weights", "peak", "paper")),
         ("transfer", ("bytes", "paper")),
     ):
         if key in doc and doc[key] not in allowed:
             raise PipelineError(f'plan file has "{key}": {doc[key]!r}; expected one of {allowed}')
     return doc
+
+
+def is_dag_plan(doc: dict) -> bool:
+    """Whether a plan document gives its stages as operator sets (``"ops"``)."""
+    return doc.get("cuts") == "dag" or any(
+        isinstance(d, dict) and "ops" in d for d in doc.get("stages", [])
+    )
+
+
+def _check_dag_memory(model_path: str, doc: dict, graph):
+    """The operator DAG of ``graph``, checked against the DAG plan's stage memories."""
+    from partopt.dag import build_dag
+
+    dag = build_dag(graph)
+    by_name = {n: i for i, n in enumerate(dag.op_names)}
+    mem_sum, mem_max = dag.memory_terms(doc.get("memory", "peak"))
+    name = Path(model_path).name
+    for k, d in enumerate(doc["stages"]):
+        if not isinstance(d, dict) or not isinstance(d.get("ops"), list) or not d["ops"]:
+            raise PipelineError(
+                f'the DAG plan\'s stage {k} needs "node" and a non-empty "ops" list '
+                "(operator names); give what `partopt solve --cuts dag --json` prints"
+            )
+        try:
+            ops = [by_name[o] if isinstance(o, str) else int(o) for o in d["ops"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PipelineError(
+                f"the plan does not fit {name}: stage {k} lists {exc.args[0]!r}, an operator "
+                "the model does not have; was it made for another model?"
+            ) from None
+        if not all(0 <= o < dag.num_ops for o in ops):
+            raise PipelineError(f"the plan does not fit {name}: stage {k} lists operator {ops}")
+        said = d.get("memory_bytes")
+        if said is None:
+            continue
+        have = float(mem_sum[ops].sum() + mem_max[ops].max())
+        if not math.isclose(float(said), have, rel_tol=1e-6, abs_tol=1.0):
+            raise PipelineError(
+                f"the plan does not fit {name}: stage {k} ({len(ops)} operators) needs "
+                f"{have:.0f} bytes ({doc.get('memory', 'peak')} memory) but the plan says "
+                f"{float(said):.0f}; was it made for another model or --input-shape?"
+            )
+    return dag
+
+
+def pipeline_dag(model_path: str, doc: dict, input_shape=None, sample_inputs=None):
+    """``(layer_graph, multi_chain, dag, input_shapes)`` for a DAG plan, checked against it."""
+    from partopt.chain import build_chain
+    from partopt.onnx_graph import load_graph
+
+    shapes = input_shapes(input_shape if input_shape else doc.get("input_shape"))
+    graph = load_graph(model_path, shapes, sample_inputs=sample_inputs)
+    dag = _check_dag_memory(model_path, doc, graph)
+    return graph, build_chain(graph, cuts="multi"), dag, shapes
 
 
 def pipeline_chain(
@@ -72,12 +138,24 @@ def pipeline_chain(
     from partopt.export import stage_ranges
     from partopt.onnx_graph import load_graph
 
+    if is_dag_plan(doc):
+        if cuts not in (None, "dag"):
+            raise PipelineError(
+                f"the plan's stages are operator sets (a DAG plan); drop --cuts {cuts} or give dag"
+            )
+        graph, chain, _, shapes = pipeline_dag(model_path, doc, input_shape, sample_inputs)
+        return graph, chain, shapes
+    if cuts == "dag":
+        raise PipelineError(
+            'the plan\'s stages are block ranges; --cuts dag needs stages of "ops" '
+            "(what `partopt solve --cuts dag --json` prints)"
+        )
     cuts = cuts or doc.get("cuts") or "single"
     shapes = input_shapes(input_shape if input_shape else doc.get("input_shape"))
     graph = load_graph(model_path, shapes, sample_inputs=sample_inputs)
     chain = build_chain(graph, cuts=cuts)
     try:
-        ranges = stage_ranges(doc, chain.num_blocks)
+        ranges = stage_ranges(doc, chain)
     except ValueError as exc:
         raise PipelineError(
             f"the plan does not fit {Path(model_path).name} ({cuts} cuts): {exc}"
@@ -95,6 +173,13 @@ def pipeline_chain(
                 "was it made for another model, --cuts or --input-shape?"
             )
     return graph, chain, shapes
+
+
+def _stage_words(s) -> str:
+    """``blocks 0..3`` for a block range, ``3 operators`` for a DAG stage."""
+    if s.ops:
+        return f"{len(s.ops)} operator{'s' if len(s.ops) != 1 else ''}"
+    return f"blocks {s.first_block}..{s.last_block}"
 
 
 def cmd_export(args) -> int:
@@ -133,7 +218,7 @@ def cmd_export(args) -> int:
     manifest = write_export(export, args.outdir, extra)
     for s in export.stages:
         print(
-            f"stage {s.index} on {s.node}: blocks {s.first_block}..{s.last_block}, "
+            f"stage {s.index} on {s.node}: {_stage_words(s)}, "
             f"{s.onnx_nodes} ONNX nodes, in {fmt_bytes(s.input_bytes)} "
             f"({len(s.inputs)} tensors), out {fmt_bytes(s.output_bytes)} ({len(s.outputs)} tensors)"
             f" -> {Path(args.outdir) / f'stage_{s.index}.onnx'}"
@@ -154,6 +239,7 @@ def cmd_export(args) -> int:
 
 def cmd_emulate(args) -> int:
     from partopt.cluster import Cluster
+    from partopt.dag import DagProblem
     from partopt.emulator import Emulator, EmulatorOptions, format_report, parse_fault
     from partopt.export import load_model, random_weights
     from partopt.plan import Plan
@@ -163,14 +249,24 @@ def cmd_emulate(args) -> int:
     cluster = Cluster.load(args.cluster)
     model = load_model(args.model)
     sample = sample_inputs(args.sample_inputs or doc.get("sample_inputs"))
-    graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
-    problem = Problem(
-        chain,
-        cluster,
-        memory=doc.get("memory", "peak"),
-        transfer=doc.get("transfer", "bytes"),
-        objective=doc.get("objective", "communication"),
-    )
+    problem: Problem | DagProblem
+    if is_dag_plan(doc) and args.cuts in (None, "dag"):
+        graph, chain, dag, shapes = pipeline_dag(args.model, doc, args.input_shape, sample)
+        problem = DagProblem(
+            dag,
+            cluster,
+            memory=doc.get("memory", "peak"),
+            objective=doc.get("objective", "communication"),
+        )
+    else:
+        graph, chain, shapes = pipeline_chain(args.model, doc, args.cuts, args.input_shape, sample)
+        problem = Problem(
+            chain,
+            cluster,
+            memory=doc.get("memory", "peak"),
+            transfer=doc.get("transfer", "bytes"),
+            objective=doc.get("objective", "communication"),
+        )
     plan = Plan.from_dict(doc["stages"], problem)
     faults = [parse_fault(s, "kill") for s in args.kill_node or []]
     faults += [parse_fault(s, None) for s in args.fault or []]
@@ -191,7 +287,7 @@ def cmd_emulate(args) -> int:
     if args.random_weights is not None:
         model = random_weights(model, args.random_weights)
         weights_note = f"random (seed {args.random_weights})"
-    emu = Emulator(model, problem, plan, opts, layer_graph=graph, input_shapes=shapes)
+    emu = Emulator(model, problem, plan, opts, layer_graph=graph, input_shapes=shapes, chain=chain)
     report = _run_terminable(emu)
     if weights_note and report.weights == "model":
         report.weights = weights_note
@@ -234,8 +330,9 @@ def _run_terminable(emu):
 def _add_chain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cuts",
-        choices=("single", "multi"),
-        help="cut family the plan's block indices refer to (default: the plan's \"cuts\", else single)",
+        choices=("single", "multi", "dag"),
+        help="cut family the plan's block indices refer to (default: the plan's \"cuts\", else "
+        "single; dag: stages are operator sets)",
     )
     p.add_argument(
         "--input-shape",

@@ -196,8 +196,9 @@ def _inspect_dag(args) -> int:
         "operators": dag.num_ops,
         "tensors": dag.num_tensors,
         "units": len(dag.units),
-        "ideals": count,
+        "ideals": count,  # None: more than ideals_limit
         "ideals_limit": args.max_states,
+        "ideals_exceed_limit": count is None,
         "meta": {
             "shape_sources": graph.meta.get("shape_sources", {}),
             "probe": graph.meta.get("probe", {}),

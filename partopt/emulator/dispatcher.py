@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from partopt.dag import DagProblem
 from partopt.emulator.auth import Unauthenticated, accept_peer, authenticate_to, new_secret
 from partopt.emulator.config import WorkerConfig
 from partopt.emulator.deployment import (
@@ -94,7 +95,7 @@ from partopt.export import (
 )
 from partopt.plan import InvalidPlan, Plan, evaluate
 from partopt.problem import Problem
-from partopt.replan import replan
+from partopt.replan import replan, replan_dag
 
 __all__ = [
     "FAULT_KINDS",
@@ -124,23 +125,35 @@ class Emulator:
         The :class:`~partopt.onnx_graph.LayerGraph` the chain was built from.
     input_shapes
         Shapes of graph inputs (symbolic dimensions otherwise 1).
+    chain
+        The chain whose ``block_nodes`` split the model: ``problem.chain`` by
+        default; for a :class:`~partopt.dag.DagProblem` (stages are operator
+        sets) the multi-tensor chain of the same layer graph, whose one-layer
+        blocks are the DAG's operators.
     """
 
     def __init__(
         self,
         model: onnx.ModelProto,
-        problem: Problem,
+        problem: Problem | DagProblem,
         plan: Plan,
         options: EmulatorOptions | None = None,
         *,
         layer_graph=None,
         input_shapes=None,
+        chain=None,
     ) -> None:
         self.opts = options or EmulatorOptions()
         self.opts.check()
         self.model = model
         self.problem = problem
         self.plan = plan
+        if chain is None and isinstance(problem, DagProblem):
+            raise EmulatorError(
+                "a DAG problem's stages are split by the model's multi-tensor chain: pass "
+                "chain=build_chain(layer_graph, 'multi')"
+            )
+        self.chain = chain if chain is not None else problem.chain  # type: ignore[union-attr]
         self.layer_graph = layer_graph
         self.input_shapes = input_shapes
         self.weights = "model"
@@ -206,7 +219,7 @@ class Emulator:
     def _split(self, plan: Plan) -> Export:
         export = split_model(
             self.model,
-            self.problem.chain,
+            self.chain,
             plan,
             input_shapes=self.input_shapes,
             layer_graph=self.layer_graph,
@@ -331,6 +344,12 @@ class Emulator:
 
     # -- deployment -------------------------------------------------------------------
 
+    def _stage_flops(self, stage) -> float:
+        """FLOPs of one stage: a block range of the chain, or a DAG stage's operators."""
+        if isinstance(self.problem, DagProblem):
+            return float(np.asarray(self.problem.dag.flops)[list(stage.ops)].sum())
+        return float(self.problem.stage_flops(stage.first_block, stage.last_block))
+
     def _deploy(self, plan: Plan, export: Export | None = None, listeners=None) -> Deployment:
         epoch = len(self.deployments)
         export = export or self._split(plan)
@@ -360,7 +379,7 @@ class Emulator:
             node = plan.stages[j].node
             floor = 0.0
             if self.opts.emulate_compute and speeds is not None:
-                flops = self.problem.stage_flops(s.first_block, s.last_block)
+                flops = self._stage_flops(plan.stages[j])
                 floor = flops / float(speeds[node]) * scale
             rate = rates[j]
             chunk = 65536 if rate is None else int(min(65536, max(1024, rate * self.opts.chunk_s)))
@@ -594,14 +613,26 @@ class Emulator:
         resend = sorted(r for r in self.inflight if r not in self.done)
         self.pending = collections.deque(sorted(set(self.pending) | set(resend)))
         self.inflight.clear()
-        rp = replan(
-            self.problem,
-            dep.plan,
-            self.alive,
-            self.dead_links,
-            method=self.opts.replan_method,
-            time_limit_s=self.opts.replan_time_limit_s,
-            seed=self.opts.seed,
+        rp = (
+            replan_dag(
+                self.problem,
+                dep.plan,
+                self.alive,
+                self.dead_links,
+                method=self.opts.replan_method,
+                time_limit_s=self.opts.replan_time_limit_s,
+                seed=self.opts.seed,
+            )
+            if isinstance(self.problem, DagProblem)
+            else replan(
+                self.problem,
+                dep.plan,
+                self.alive,
+                self.dead_links,
+                method=self.opts.replan_method,
+                time_limit_s=self.opts.replan_time_limit_s,
+                seed=self.opts.seed,
+            )
         )
         rec.detected_as, rec.stage, rec.lost, rec.detail = kind, stage, lost, detail
         rec.also_lost = [r.lost for r in also if r.lost is not None]
@@ -647,21 +678,14 @@ class Emulator:
     def shutdown(self) -> None:
         """Kill every worker this emulator started and remove its files; idempotent."""
         for w in self.all_workers:
-            kill_process(w.proc)
+            kill_process(w.proc)  # also workers no deployment holds (a start that failed)
+        for dep in self.deployments:
+            teardown(dep)
         for w in self.all_workers:
             try:
                 w.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
-        for dep in self.deployments:
-            if dep.ended is None:
-                dep.ended = time.monotonic()
-            dep.feed_q.put(None)
-            for c in dep.conns:
-                try:
-                    c.close()
-                except OSError:
-                    pass
         for s in self.listeners:
             s.close()
         self.listeners.clear()

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from partopt.plan import evaluate
+from partopt.problem import Problem
+
 if TYPE_CHECKING:
     from partopt.emulator.dispatcher import Emulator
 
@@ -119,6 +122,12 @@ def _f(x, fmt="{:.3g}", none="-"):
     return none if x is None else fmt.format(x)
 
 
+def _blocks_text(st: dict) -> str:
+    if st.get("ops"):
+        return f"{len(st['ops'])} operators ({', '.join(st['ops'][:3])}{', ...' if len(st['ops']) > 3 else ''})"
+    return f"blocks {st['first_block']}..{st['last_block']}"
+
+
 def format_report(r: EmulationReport) -> str:
     """The human-readable summary ``partopt emulate`` prints."""
     out = []
@@ -153,7 +162,7 @@ def format_report(r: EmulationReport) -> str:
         for st in r.stages:
             c = st.get("compute_wall_s")
             out.append(
-                f"  {st['stage']}: {st['node']:>8} blocks {st['first_block']}..{st['last_block']}, "
+                f"  {st['stage']}: {st['node']:>8} {_blocks_text(st)}, "
                 f"{st['onnx_nodes']} ONNX nodes, compute {_f(None if c is None else 1e3 * c)} ms"
             )
     for d in r.deployments[1:]:
@@ -192,6 +201,20 @@ def throughput(bottleneck_s: float | None) -> float | None:
     return 1.0 / bottleneck_s
 
 
+def _op_names(emu: Emulator, ops) -> list[str]:
+    dag = getattr(emu.problem, "dag", None)
+    assert dag is not None, "operator-set stages belong to DAG problems"
+    return [dag.op_names[o] for o in ops]
+
+
+def _stage_doc(emu: Emulator, s) -> dict:
+    """One stage of a deployed plan: its node and blocks, or its operators (DAG plans)."""
+    node = emu.problem.cluster.names[s.node]
+    if hasattr(s, "ops"):
+        return {"node": node, "ops": _op_names(emu, s.ops)}
+    return {"node": node, "first_block": s.first_block, "last_block": s.last_block}
+
+
 def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
     """The report of a finished run of ``emu`` that started at wall time ``t_wall``."""
     scale = emu.opts.time_scale
@@ -203,14 +226,7 @@ def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
         deployments.append(
             {
                 "epoch": dep.epoch,
-                "plan": [
-                    {
-                        "node": names[s.node],
-                        "first_block": s.first_block,
-                        "last_block": s.last_block,
-                    }
-                    for s in dep.plan.stages
-                ],
+                "plan": [_stage_doc(emu, s) for s in dep.plan.stages],
                 "predicted_bottleneck_s": dep.predicted_bottleneck_s,
                 "predicted_throughput": throughput(dep.predicted_bottleneck_s),
                 "measured_throughput": steady_throughput(times),
@@ -220,6 +236,7 @@ def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
             }
         )
     first = emu.deployments[0]
+    dag_eval = evaluate(emu.problem, first.plan) if first.plan.is_dag else None
     links, stages = [], []
     for j, (s, w) in enumerate(zip(first.export.stages, first.workers, strict=True)):
         st = w.state
@@ -230,6 +247,7 @@ def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
                 "node": names[w.node],
                 "first_block": s.first_block,
                 "last_block": s.last_block,
+                **({"ops": _op_names(emu, s.ops)} if s.ops else {}),
                 "onnx_nodes": s.onnx_nodes,
                 "input_bytes": s.input_bytes,
                 "output_bytes": s.output_bytes,
@@ -245,6 +263,30 @@ def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
         t0, t1 = st.get("first_send_t"), st.get("last_send_end_t")
         if t0 is not None and t1 is not None and t1 > t0:
             util = st.get("bytes_sent", 0) / rate / (t1 - t0)
+        if dag_eval is not None:  # operator-set stages: what evaluate charges the stage
+            predicted = dag_eval.stages[j]
+            links.append(
+                {
+                    "src": names[w.node],
+                    "dst": names[nxt],
+                    "bandwidth_mbps": float(emu.problem.cluster.bandwidth_mbps[w.node, nxt]),
+                    "bytes_per_request": s.output_bytes,
+                    "dag_transfer_bytes": predicted.transfer_bytes,
+                    "predicted_s": predicted.transfer_s,
+                    "utilisation": util,
+                }
+            )
+            if (
+                s.output_bytes
+                and abs(s.output_bytes - predicted.transfer_bytes) > 0.01 * s.output_bytes
+            ):
+                emu.warnings.append(
+                    f"stage {j}: {s.output_bytes} bytes leave it, the DAG's tensors say "
+                    f"{predicted.transfer_bytes:.0f}; the prediction uses the DAG"
+                )
+            continue
+        problem = emu.problem
+        assert isinstance(problem, Problem), "block-range stages belong to chain problems"
         cut = s.last_block
         links.append(
             {
@@ -252,18 +294,18 @@ def build_report(emu: Emulator, t_wall: float) -> EmulationReport:
                 "dst": names[nxt],
                 "bandwidth_mbps": float(emu.problem.cluster.bandwidth_mbps[w.node, nxt]),
                 "bytes_per_request": s.output_bytes,
-                "chain_transfer_bytes": float(emu.problem.transfer_bytes[cut]),
-                "predicted_s": emu.problem.transfer_time_s(cut, w.node, nxt),
+                "chain_transfer_bytes": float(problem.transfer_bytes[cut]),
+                "predicted_s": problem.transfer_time_s(cut, w.node, nxt),
                 "utilisation": util,
             }
         )
         if (
             s.output_bytes
-            and abs(s.output_bytes - emu.problem.transfer_bytes[cut]) > 0.01 * s.output_bytes
+            and abs(s.output_bytes - problem.transfer_bytes[cut]) > 0.01 * s.output_bytes
         ):
             emu.warnings.append(
                 f"cut after block {cut}: {s.output_bytes} bytes cross it, the chain's "
-                f"{emu.problem.transfer} model says {emu.problem.transfer_bytes[cut]:.0f}; "
+                f"{problem.transfer} model says {problem.transfer_bytes[cut]:.0f}; "
                 "the prediction uses the chain"
             )
     bott_wall = first.predicted_bottleneck_s * scale

@@ -55,7 +55,7 @@ _GRID_KEYS = {
 }
 _TOP_KEYS = {"name", "description", "results", "time_limit_s", "models_dir", "grid", "methods"}
 _CLUSTERS = ("paper",)
-_CUTS = ("single", "multi", "keras")  # keras: the original's chain files
+_CUTS = ("single", "multi", "keras", "dag")  # keras: the original's chain files; dag: ideals
 
 
 class ConfigError(PartoptError):
@@ -255,6 +255,11 @@ def _check_models(models: list, memory: list, transfer: list, cuts: list, what: 
     for x in cuts:
         if x not in _CUTS:
             raise ConfigError(f"{what}.cuts: unknown cut family {x!r}; choose from {_CUTS}")
+    if "dag" in cuts and any(t != "bytes" for t in transfer):
+        raise ConfigError(
+            f"{what}: cuts 'dag' charges the tensors' bytes; give transfer 'bytes' only "
+            "(or put the DAG runs in a grid entry of their own)"
+        )
 
 
 def check_registered(methods: Iterable[str]) -> None:

@@ -1,6 +1,9 @@
 """The instances of a sweep: chains (bundled models, synthetic chains) on generated clusters.
 
-Every model name means one chain. ``synthetic:SEED:BLOCKS`` is
+Every model name means one chain per cut family; with ``cuts = ["dag"]`` it
+means the operator DAG of the model's layer graph instead
+(:func:`partopt.dag.build_dag`; a generated chain's DAG is the chain itself),
+and the instance is a :class:`~partopt.dag.DagProblem`. ``synthetic:SEED:BLOCKS`` is
 :func:`synthetic_chain` (see :data:`GENERATOR_VERSIONS`); the
 ResNet-like chains of the first exact-solver benchmark are a different
 generator and carry a different name, ``resnetlike:SEED:BLOCKS``
@@ -23,6 +26,8 @@ __all__ = [
     "synthetic_chain",
     "resnetlike_chain",
     "load_chain",
+    "load_dag",
+    "load_structure",
     "build_problem",
 ]
 
@@ -132,13 +137,47 @@ def load_chain(model: str, cuts: str, models_dir: str | None):
     return chain_mod.build_chain(load_graph(path), cuts=cuts)
 
 
+@functools.lru_cache(maxsize=32)
+def load_dag(model: str, models_dir: str | None):
+    """The operator DAG of a model name (``cuts = ["dag"]``); cached per process."""
+    from partopt.dag import Dag, build_dag
+
+    if model.split(":", 1)[0] in _GENERATORS:
+        return Dag.from_chain(load_chain(model, "single", models_dir))
+    path = _model_path(model, models_dir)
+    if path.is_dir():
+        path = path / f"{model}.onnx"
+    if not path.exists():
+        raise ConfigError(f"model {model!r}: no file {str(path)!r}")
+    from partopt.onnx_graph import load_graph
+
+    return build_dag(load_graph(path))
+
+
+def load_structure(model: str, cuts: str, models_dir: str | None):
+    """What a sweep partitions for ``(model, cuts)``: the DAG for ``dag``, else the chain."""
+    if cuts == "dag":
+        return load_dag(model, models_dir)
+    return load_chain(model, cuts, models_dir)
+
+
 def build_problem(instance: Instance, models_dir: str | None = None):
-    """The :class:`~partopt.problem.Problem` of an instance (chains are cached per process)."""
+    """The :class:`~partopt.problem.Problem` of an instance, or a
+    :class:`~partopt.dag.DagProblem` for ``cuts = "dag"`` (models are cached per process)."""
     from partopt.cluster import paper_cluster
     from partopt.problem import Problem
 
-    chain = load_chain(instance.model, instance.cuts, models_dir)
     cluster = paper_cluster(instance.num_nodes, instance.capacity_mb, instance.seed)
+    if instance.cuts == "dag":
+        from partopt.dag import DagProblem
+
+        return DagProblem(
+            load_dag(instance.model, models_dir),
+            cluster,
+            memory=instance.memory,
+            objective=instance.objective,
+        )
+    chain = load_chain(instance.model, instance.cuts, models_dir)
     return Problem(
         chain,
         cluster,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from partopt.errors import PartoptError
 from partopt.experiments.config import ConfigError, Run, SweepConfig, check_registered
-from partopt.experiments.instances import build_problem, chain_generator, load_chain
+from partopt.experiments.instances import build_problem, chain_generator, load_structure
 from partopt.experiments.records import (
     CLASS_OPTION_NAMES,
     SCHEMA,
@@ -151,6 +151,14 @@ def execute(run: Run) -> dict:
     minimum number of stages (``min_stages``, 1 when the model fits one
     node), ``runtime_s``, versions and machine. Non-finite numbers are
     written as ``null``; ``status`` says why.
+
+    For ``cuts = "dag"`` (a :class:`~partopt.dag.DagProblem`) ``num_blocks``
+    counts operators, the plan's stages are ``plan_ops`` (operator indices
+    per stage) instead of ``plan_cuts``, ``plan_max_transfer_bytes`` is the
+    most bytes a stage sends (as :func:`partopt.plan.evaluate` charges them),
+    ``min_stages`` is the fewest stages over the boundary states (``null``
+    when the states were capped), and ``boundary_states`` and
+    ``states_complete`` say how many states there were and whether that is all.
     """
     from partopt import solvers
     from partopt.feasibility import min_stages
@@ -173,7 +181,8 @@ def execute(run: Run) -> dict:
     wall = time.perf_counter() - t0
 
     cap_bytes = float(problem.cluster.memory_bytes.max())
-    need = min_stages(problem, cap_bytes)
+    is_dag = hasattr(problem, "dag")
+    need = _dag_min_stages(problem, cap_bytes) if is_dag else min_stages(problem, cap_bytes)
     rec: dict = {
         "schema": SCHEMA,
         "run_key": run.key,
@@ -187,8 +196,8 @@ def execute(run: Run) -> dict:
         "capacity_mb": inst.capacity_mb,
         "nodes": inst.num_nodes,
         "seed": inst.seed,
-        "num_blocks": problem.num_blocks,
-        "min_stages": int(need) if math.isfinite(need) else None,
+        "num_blocks": problem.dag.num_ops if is_dag else problem.num_blocks,
+        "min_stages": int(need) if need is not None and math.isfinite(need) else None,
         "max_bandwidth_mbps": float(problem.cluster.bandwidth_mbps.max()),
         "method": run.method,
         "options": {k: json_value(v) for k, v in run.options},  # memo_history: a list
@@ -211,12 +220,24 @@ def execute(run: Run) -> dict:
         "machine": _machine(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started + wall)),
     }
+    if is_dag:
+        rec["plan_ops"] = None
+        rec["boundary_states"] = problem.states.num_states
+        rec["states_complete"] = bool(problem.states.complete)
     if result is not None:
         rec["bottleneck_s"] = json_value(result.bottleneck_s)
         rec["lower_bound_s"] = json_value(result.lower_bound_s)
         rec["gap"] = json_value(result.gap)
         rec["info"] = json_info({k: v for k, v in result.info.items() if k != "error"})
-        if result.plan is not None:
+        if result.plan is not None and is_dag:
+            from partopt.plan import evaluate
+
+            sent = [st.transfer_bytes for st in evaluate(problem, result.plan).stages]
+            rec["stages"] = result.plan.num_stages
+            rec["plan_ops"] = [list(st.ops) for st in result.plan.stages]
+            rec["plan_nodes"] = list(result.plan.nodes)
+            rec["plan_max_transfer_bytes"] = float(max(sent[:-1], default=0.0))
+        elif result.plan is not None:
             cuts = list(result.plan.cuts)
             rec["stages"] = result.plan.num_stages
             rec["plan_cuts"] = cuts
@@ -225,6 +246,30 @@ def execute(run: Run) -> dict:
                 float(problem.transfer_bytes[cuts].max()) if cuts else 0.0
             )
     return rec
+
+
+def _dag_min_stages(problem, capacity_bytes: float) -> float | None:
+    """Fewest stages of a DAG problem whose memories fit ``capacity_bytes``; ``inf`` if none.
+
+    A shortest path over the boundary states (ideals, numbered by size, so
+    every stage goes to a higher number); ``None`` when the states were
+    capped, since a missing state might shorten the path.
+    """
+    import numpy as np
+
+    states = problem.states
+    if not states.complete:
+        return None
+    fits = states.pair_memory <= capacity_bytes * (1 + 1e-9)
+    dist = np.full(states.num_states, math.inf)
+    dist[0] = 0.0
+    for k in range(states.num_states):
+        if math.isfinite(dist[k]):
+            for q in states.pairs_from[k]:
+                if fits[q]:
+                    t = int(states.pair_end[q])
+                    dist[t] = min(dist[t], dist[k] + 1.0)
+    return float(dist[-1])
 
 
 def _execute_safely(run: Run) -> tuple[dict | None, str | None]:
@@ -459,7 +504,7 @@ def run_sweep(
             for model, cuts, mdir in dict.fromkeys(
                 (r.instance.model, r.instance.cuts, r.models_dir) for r in todo
             ):
-                load_chain(model, cuts, mdir)
+                load_structure(model, cuts, mdir)
         start = time.perf_counter()
         statuses, failures = _record_all(fd, config.name, todo, jobs, scheduler, progress)
     return SweepSummary(

@@ -36,6 +36,7 @@ __all__ = [
     "refuse_if_dense",
     "refuse_if_model_too_large",
     "check_time_left",
+    "milp_decision",
 ]
 
 MAX_DENSE_CELLS = 2**27
@@ -90,3 +91,36 @@ def check_time_left(method: str, deadline: float, items: int) -> None:
             f"time limit: building and loading the {method} model ({items:,} variables and "
             f"constraints) takes about {need:.1f} s, and {max(left, 0.0):.2f} s were left"
         )
+
+
+def milp_decision(build, extract, deadline: float, *, seed: int, threads: int, options: dict):
+    """One threshold decision by a MILP: ``(status, plan, bound, info)``.
+
+    ``build()`` makes the pyomo model of the plans within the threshold and
+    ``extract(model)`` reads the plan of a solved one (``None`` if it cannot).
+    The decision is ``unknown`` when the time is up before building, when the
+    build is refused (:class:`SolverRefused`, named in ``info["milp_refused"]``)
+    or would overrun (:class:`OutOfTime`), or when HiGHS proves nothing;
+    HiGHS gets the time left after building.
+    """
+    from partopt.highs import solve_model
+
+    if math.isfinite(deadline) and deadline - time.perf_counter() <= 0:
+        return "unknown", None, None, {}
+    try:
+        model = build()
+    except SolverRefused as exc:
+        return "unknown", None, None, {"milp_refused": str(exc)}
+    except OutOfTime:
+        return "unknown", None, None, {}
+    remaining = max(0.0, deadline - time.perf_counter()) if math.isfinite(deadline) else None
+    out = solve_model(model, time_limit_s=remaining, seed=seed, threads=threads, options=options)
+    info = out.as_info()
+    if out.status == "infeasible":
+        return "infeasible", None, None, info
+    if out.status in ("optimal", "feasible"):
+        plan = extract(model)
+        if plan is None:
+            return "unknown", None, None, info
+        return out.status, plan, out.bound, info
+    return "unknown", None, out.bound, info

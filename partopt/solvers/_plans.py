@@ -16,6 +16,7 @@ import numpy as np
 from partopt.feasibility import farthest_ends
 from partopt.plan import MEMORY_TOLERANCE, Plan
 from partopt.problem import Problem
+from partopt.solvers import SolverOutput
 
 __all__ = [
     "capacity_levels",
@@ -24,6 +25,7 @@ __all__ = [
     "stage_fits",
     "bottleneck_s",
     "to_plan",
+    "original_plan_output",
 ]
 
 
@@ -92,3 +94,38 @@ def bottleneck_s(problem: Problem, cuts: Sequence[int], nodes: Sequence[int]) ->
 def to_plan(problem: Problem, cuts: Sequence[int], nodes: Sequence[int]) -> Plan:
     """The :class:`~partopt.plan.Plan` of ``cuts`` and ``nodes``."""
     return Plan.from_cuts(list(cuts), [int(v) for v in nodes], problem.num_blocks)
+
+
+def original_plan_output(
+    problem: Problem,
+    cuts: Sequence[int],
+    nodes: Sequence[int],
+    info: dict,
+    why_over: str,
+    why_unlinked: str,
+) -> SolverOutput:
+    """The result of a plan the original work drew without checking it.
+
+    ``info`` already holds what the original reported. A stage over its
+    node's memory makes the result ``no_solution`` (stage and reason
+    ``why_over`` named, the unchecked plan and bottleneck kept in ``info``),
+    and so does a missing link between consecutive stages (``why_unlinked``);
+    otherwise the plan is ``feasible``.
+    """
+    value = bottleneck_s(problem, cuts, nodes)
+    fits = stage_fits(problem, cuts)
+    over = [j for j, v in enumerate(nodes) if not fits[j, v]]
+    if over:
+        return SolverOutput(
+            "no_solution",
+            info={
+                **info,
+                "unchecked_bottleneck_s": value,
+                "plan_cuts": list(cuts),
+                "plan_nodes": list(nodes),
+                "reason": f"stage {over[0]} of the original's {why_over}",
+            },
+        )
+    if not math.isfinite(value):
+        return SolverOutput("no_solution", info={**info, "reason": why_unlinked})
+    return SolverOutput("feasible", to_plan(problem, cuts, nodes), objective_s=value, info=info)

@@ -33,9 +33,10 @@ import math
 
 import numpy as np
 
-from partopt.highs import DEFAULT_THREADS, solve_model
+from partopt.highs import DEFAULT_THREADS
 from partopt.plan import Plan
 from partopt.solvers import SolverOutput, SolverRefused, register
+from partopt.solvers._limits import milp_decision
 from partopt.solvers._states import StateSearch
 
 __all__ = ["build", "extract_plan", "solve_dag_milp"]
@@ -164,31 +165,16 @@ def extract_plan(model, search: StateSearch) -> Plan | None:
 
 def decide(search: StateSearch, theta, lower, seed, threads, h=None):
     """MILP over the plans ``<= theta``: ``(status, plan, bound, info)`` as the engine expects."""
-    import time
-
     search.stats["milp_calls"] += 1
-    remaining = None
-    if math.isfinite(search.deadline):
-        remaining = search.deadline - time.perf_counter()
-        if remaining <= 0:
-            return "unknown", None, None, {}
     reach = None if h is None else (h <= search.num_nodes)
-    try:
-        model = build(search, None if math.isinf(theta) else theta, max(lower, 0.0), reach)
-    except SolverRefused as exc:
-        return "unknown", None, None, {"milp_refused": str(exc)}
-    out = solve_model(
-        model, time_limit_s=remaining, seed=seed, threads=threads, options=HIGHS_OPTIONS
+    return milp_decision(
+        lambda: build(search, None if math.isinf(theta) else theta, max(lower, 0.0), reach),
+        lambda model: extract_plan(model, search),
+        search.deadline,
+        seed=seed,
+        threads=threads,
+        options=HIGHS_OPTIONS,
     )
-    info = out.as_info()
-    if out.status == "infeasible":
-        return "infeasible", None, None, info
-    if out.status in ("optimal", "feasible"):
-        plan = extract_plan(model, search)
-        if plan is None:
-            return "unknown", None, None, info
-        return out.status, plan, out.bound, info
-    return "unknown", None, out.bound, info
 
 
 @register(

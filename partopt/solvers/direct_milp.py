@@ -1,6 +1,6 @@
 r"""``direct_milp``: the naive layered-flow MILP, kept as a benchmark baseline.
 
-This is the formulation one writes first, and the one the issue measured
+This is the formulation one writes first, and it is slow
 (30 blocks x 20 nodes in 2-30 s; 50 nodes past 120 s with dual bound 0).
 Use ``exact`` (or ``milp``) instead; ``experiments/bench_exact.py`` compares them.
 

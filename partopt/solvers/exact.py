@@ -87,7 +87,7 @@ from partopt.highs import DEFAULT_THREADS
 from partopt.plan import Plan, Stage
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
-from partopt.solvers._limits import OutOfTime, refuse_if_dense
+from partopt.solvers._limits import milp_decision, refuse_if_dense
 from partopt.solvers._states import StateSearch
 from partopt.solvers.milp import HIGHS_OPTIONS as MILP_HIGHS_OPTIONS
 from partopt.solvers.milp import build as build_milp
@@ -891,39 +891,22 @@ def _milp_decide(problem, search: ExactSearch, theta, lower, seed, threads, h=No
     contains every plan ``<= theta``, and only those); ``infeasible`` proves
     that no plan is ``<= theta``.
     """
-    from partopt.highs import solve_model
-
     search.stats["milp_calls"] += 1
-    remaining = None
-    if math.isfinite(search.deadline):
-        remaining = search.deadline - time.perf_counter()
-        if remaining <= 0:
-            return "unknown", None, None, {}
     reach = None if h is None else (h <= search.num_nodes)
-    try:
-        model = build_milp(
+    return milp_decision(
+        lambda: build_milp(
             problem,
             max_time_s=None if math.isinf(theta) else theta,
             lower_bound_s=lower,
             reachable=reach,
             deadline=search.deadline,
-        )
-    except OutOfTime:
-        return "unknown", None, None, {}
-    if math.isfinite(search.deadline):
-        remaining = max(0.0, search.deadline - time.perf_counter())
-    out = solve_model(
-        model, time_limit_s=remaining, seed=seed, threads=threads, options=MILP_HIGHS_OPTIONS
+        ),
+        extract_plan,
+        search.deadline,
+        seed=seed,
+        threads=threads,
+        options=MILP_HIGHS_OPTIONS,
     )
-    info = out.as_info()
-    if out.status == "infeasible":
-        return "infeasible", None, None, info
-    if out.status in ("optimal", "feasible"):
-        plan = extract_plan(model)
-        if plan is None:
-            return "unknown", None, None, info
-        return out.status, plan, out.bound, info
-    return "unknown", None, out.bound, info
 
 
 BUDGETED_DFS_BUDGET = 300

@@ -33,7 +33,7 @@ import numpy as np
 from partopt.partition import original_min_sum_partition
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
-from partopt.solvers._plans import bottleneck_s, stage_bounds, stage_fits, to_plan
+from partopt.solvers._plans import bottleneck_s, original_plan_output, stage_bounds
 from partopt.solvers.greedy import widest_chain
 from partopt.solvers.seifer import leaky_memo as shared_leaky_memo
 from partopt.solvers.seifer import replayed_memo
@@ -126,22 +126,11 @@ def solve_greedy_original(
         "stages": len(nodes),
         "stage_bounds": stage_bounds(cuts, problem.num_blocks),
     }
-    fits = stage_fits(problem, cuts)
-    over = [j for j, v in enumerate(nodes) if not fits[j, v]]
-    if over:
-        return SolverOutput(
-            "no_solution",
-            info={
-                **info,
-                "unchecked_bottleneck_s": value,
-                "plan_cuts": list(cuts),
-                "plan_nodes": nodes,
-                "reason": f"stage {over[0]} of the original's plan exceeds its node's memory "
-                "(the partition DP skipped the segment after each cut)",
-            },
-        )
-    if not math.isfinite(value):
-        return SolverOutput(
-            "no_solution", info={**info, "reason": "the greedy chain used a missing link"}
-        )
-    return SolverOutput("feasible", to_plan(problem, cuts, nodes), objective_s=value, info=info)
+    return original_plan_output(
+        problem,
+        cuts,
+        nodes,
+        info,
+        "plan exceeds its node's memory (the partition DP skipped the segment after each cut)",
+        "the greedy chain used a missing link",
+    )

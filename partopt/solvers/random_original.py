@@ -23,12 +23,11 @@ throughput. ITNAC 2022 (arXiv:2210.12219). Baseline "random".
 
 from __future__ import annotations
 
-import math
 import random
 
 from partopt.problem import Problem
 from partopt.solvers import SolverOutput, register
-from partopt.solvers._plans import bottleneck_s, stage_bounds, stage_fits, to_plan
+from partopt.solvers._plans import bottleneck_s, original_plan_output, stage_bounds
 
 __all__ = ["original_partition_mems", "original_random_cuts", "original_windows"]
 
@@ -113,20 +112,11 @@ def solve_random_original(
             "stage_bounds": stage_bounds(cuts, b),
         }
     )
-    fits = stage_fits(problem, cuts)
-    over = [j for j, v in enumerate(nodes) if not fits[j, v]]
-    if over:
-        return SolverOutput(
-            "no_solution",
-            info={
-                **info,
-                "unchecked_bottleneck_s": value,
-                "plan_cuts": cuts,
-                "plan_nodes": nodes,
-                "reason": f"stage {over[0]} of the original's random plan exceeds its node's "
-                "memory (the original checked none)",
-            },
-        )
-    if not math.isfinite(value):
-        return SolverOutput("no_solution", info={**info, "reason": "a stage pair has no link"})
-    return SolverOutput("feasible", to_plan(problem, cuts, nodes), objective_s=value, info=info)
+    return original_plan_output(
+        problem,
+        cuts,
+        nodes,
+        info,
+        "random plan exceeds its node's memory (the original checked none)",
+        "a stage pair has no link",
+    )

@@ -1,6 +1,6 @@
 """``seifer`` and ``seifer-original``: the k-path-matching algorithm of the original work.
 
-Steps (SPEC section 2):
+Steps (Parthasarathy and Krishnamachari 2022):
 
 1. Partition: the minimum-sum-of-transfers partition with at most ``N``
    stages, every stage within the node capacity
@@ -216,7 +216,16 @@ def _widest_path(
     colour_options: dict,
     stats: dict,
 ) -> list[int] | None:
-    """A simple path of ``k`` of ``vertices`` maximising its smallest bandwidth (binary search)."""
+    """A simple path of ``k`` of ``vertices`` maximising its smallest bandwidth (binary search).
+
+    Past the deadline (``colour_options["deadline"]``) it returns the widest
+    path found so far (``None`` when none) before any further work: on large
+    clusters the submatrix and its sorted thresholds alone take seconds.
+    """
+    deadline = colour_options.get("deadline", math.inf)
+    if time.perf_counter() > deadline:
+        stats["timed_out"] = True
+        return None
     sub = bandwidth_mbps[np.ix_(vertices, vertices)]
     weights = np.unique(sub[sub > 0])[::-1]  # thresholds, widest first
     local_start = None if start is None else int(np.flatnonzero(vertices == start)[0])
@@ -225,6 +234,9 @@ def _widest_path(
     drawn = max(k, int(colour_options["colours_factor"] * k + 1) - 1)
     lo, hi, best = 0, len(weights), None
     while lo < hi:
+        if time.perf_counter() > deadline:
+            stats["timed_out"] = True
+            break  # keep the widest path found so far, if any
         mid = (lo + hi) // 2
         found = find_path(
             sub >= weights[mid],
@@ -236,7 +248,7 @@ def _widest_path(
             colours_drawn=drawn,
             stop_early=colour_options["stop_early"],
             max_trials=colour_options["max_trials"],
-            deadline=colour_options.get("deadline", math.inf),
+            deadline=deadline,
         )
         stats["thresholds"] += 1
         stats["trials"] += found.trials
