@@ -249,8 +249,8 @@ def stage_ranges(plan, chain, memory: str | None = None) -> list[tuple[object, i
             if isinstance(s, Stage)
         ]
     else:
-        stages = plan.get("stages") if isinstance(plan, dict) else plan
-        if not isinstance(stages, list) or not stages:
+        given = plan.get("stages") if isinstance(plan, dict) else plan
+        if not isinstance(given, list) or not given:
             status = plan.get("status") if isinstance(plan, dict) else None
             why = (
                 f" (the solver's status was {status!r})"
@@ -258,10 +258,13 @@ def stage_ranges(plan, chain, memory: str | None = None) -> list[tuple[object, i
                 else ""
             )
             raise InvalidPlan(f'plan has no "stages" list{why}')
+        stages = given
     if memory is None:
         memory = plan.get("memory") if isinstance(plan, dict) else None
     labels = [d.get("node") if isinstance(d, dict) else None for d in stages]
-    indices = [x for x in labels if isinstance(x, numbers.Integral) and not isinstance(x, bool)]
+    indices = [
+        int(x) for x in labels if isinstance(x, numbers.Integral) and not isinstance(x, bool)
+    ]
     names = [str(i) for i in range(max(indices, default=-1) + 1)]
     names += list(dict.fromkeys(x for x in labels if isinstance(x, str) and x not in names))
     n = max(len(names), 1)
@@ -279,7 +282,7 @@ def stage_ranges(plan, chain, memory: str | None = None) -> list[tuple[object, i
         if not 0 <= st.node < n:
             continue  # evaluate names the node
         said = d.get("memory_bytes") if isinstance(d, dict) else None
-        if isinstance(said, numbers.Real) and not isinstance(said, bool) and said > 0:
+        if isinstance(said, numbers.Real) and not isinstance(said, bool) and float(said) > 0:
             capacity[st.node] = float(said)
         elif 0 <= st.first_block <= st.last_block < b:
             capacity[st.node] = max(provisional.stage_memory(st.first_block, st.last_block), 1.0)
