@@ -542,6 +542,9 @@ class StateSpace:
             else np.array([float(dag.compute_s[list(u)].sum()) for u in units])
         )
         cap = max_capacity_bytes * (1 + 1e-9)
+        if not np.any(mem_max) and np.all(mem_sum >= 0):
+            self._additive_pairs(cap, mem_sum, u_time)
+            return
         masks, index = self.masks, self.index
         nu = len(units)
         # one-unit steps between present states
@@ -592,9 +595,62 @@ class StateSpace:
         self.pair_memory = table[:, 2].copy()
         self.pair_flops = table[:, 3].copy()
         self.pair_compute_s = None if u_time is None else table[:, 4].copy()
+        self._index_pairs()
+
+    def _index_pairs(self) -> None:
         self.num_pairs = int(self.pair_start.size)
         bounds = np.searchsorted(self.pair_start, np.arange(self.num_states + 1))
         self.pairs_from = [np.arange(bounds[k], bounds[k + 1]) for k in range(self.num_states)]
+
+    def _additive_pairs(self, cap: float, mem_sum: np.ndarray, u_time: np.ndarray | None) -> None:
+        """Stages when memory is a plain sum over operators (no peak term), vectorised.
+
+        Then a stage's memory, FLOPs and time are differences of per-state
+        totals, and the stages from ``s`` are the states ``t`` numbered after
+        ``s`` (a proper superset has more units) whose unit bits contain
+        ``s``'s and whose memory exceeds ``s``'s by at most the capacity:
+        one vectorised subset test per start state over the packed unit bits.
+        The same stages as the one-unit walk, since every ideal between ``s``
+        and ``t`` fits when ``t - s`` does.
+        """
+        dag, ns = self.dag, self.num_states
+        nw = max(1, (len(dag.units) + 63) // 64)
+        words = np.zeros((ns, nw), dtype=np.uint64)
+        low = (1 << 64) - 1
+        for k, m in enumerate(self.masks):
+            for w in range(nw):
+                words[k, w] = (m >> (64 * w)) & low
+        mem = self.members.astype(float)
+        s_mem = mem @ np.asarray(mem_sum, dtype=float)
+        s_flops = mem @ np.asarray(dag.flops, dtype=float)
+        s_time = None if u_time is None else mem @ np.asarray(dag.compute_s, dtype=float)
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        total = 0
+        complete = True
+        for s in range(ns - 1):
+            t = np.flatnonzero(s_mem[s + 1 :] - s_mem[s] <= cap) + (s + 1)
+            for w in range(nw):
+                if t.size == 0:
+                    break
+                ws = words[s, w]
+                if ws:
+                    t = t[(words[t, w] & ws) == ws]
+            if t.size:
+                starts.append(np.full(t.size, s, dtype=np.int64))
+                ends.append(t)
+                total += t.size
+            if total > self.max_pairs:
+                complete = False
+                break
+        self.complete = self.complete and complete
+        self.pair_start = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+        self.pair_end = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+        a, b = self.pair_start, self.pair_end
+        self.pair_memory = s_mem[b] - s_mem[a]
+        self.pair_flops = s_flops[b] - s_flops[a]
+        self.pair_compute_s = None if s_time is None else s_time[b] - s_time[a]
+        self._index_pairs()
 
     def stage_ops(self, s: int, t: int) -> tuple[int, ...]:
         """Operators of the stage between states ``s`` and ``t``, in topological order."""
