@@ -129,32 +129,45 @@ class StateSearch:
         all follow ``p``, so none is in the ideal ``s``); ``D`` reads ``x``
         from another device iff ``p`` is in ``s`` (or ``x`` is a graph input)
         and ``t`` holds more of ``x``'s readers than ``s``. The two cases are
-        disjoint, so the traffic is one masked sum per stage.
+        disjoint, so the traffic is a sum over tensors.
+
+        Both cases only involve the *frontier* of ``s``: the tensors available
+        at ``s`` (produced inside, or graph inputs) with a reader outside.
+        A tensor crossing ``t`` whose producer is in ``s`` is on that frontier,
+        so the sends are everything crossing ``t`` minus the frontier tensors
+        of ``s`` that cross ``t``; a read is a frontier tensor of ``s`` with
+        more readers inside ``t``. Frontiers are narrow, so each start state
+        costs one small gather over its stages and its frontier.
         """
         st, dag = self.st, self.problem.dag
         cost = np.asarray(self.problem.tensor_star_cost_s, dtype=float)
         m = st.members
         keep = np.flatnonzero(cost > 0)
         ns = st.num_states
-        prod_in = np.ones((ns, keep.size), dtype=bool)  # P_s(x); graph inputs: always
-        crosses = np.zeros((ns, keep.size), dtype=bool)  # X_t(x)
+        c = cost[keep]
+        crosses = np.zeros((ns, keep.size), dtype=bool)  # X_t(x): sent when the stage ends at t
+        front = np.zeros((ns, keep.size), dtype=bool)  # available at s, a reader outside
         count = np.zeros((ns, keep.size), dtype=np.int32)  # readers of x inside the state
         for j, x in enumerate(keep):
             pr = int(dag.tensor_producer[x])
             cons = list(dag.tensor_consumers[x])
+            if not cons:
+                continue
+            count[:, j] = m[:, cons].sum(axis=1)
+            avail = m[:, pr] if pr >= 0 else np.ones(ns, dtype=bool)
+            front[:, j] = avail & (count[:, j] < len(cons))
             if pr >= 0:
-                prod_in[:, j] = m[:, pr]
-            if cons:
-                count[:, j] = m[:, cons].sum(axis=1)
-                crosses[:, j] = prod_in[:, j] & (count[:, j] < len(cons)) & (pr >= 0)
-        c = cost[keep]
-        out = np.zeros(st.num_pairs)
-        step = max(1, 4_000_000 // max(keep.size, 1))
-        for a in range(0, st.num_pairs, step):
-            s_, t_ = st.pair_start[a : a + step], st.pair_end[a : a + step]
-            ps = prod_in[s_]
-            hit = (crosses[t_] & ~ps) | (ps & (count[t_] > count[s_]))
-            out[a : a + step] = hit.astype(float) @ c
+                crosses[:, j] = front[:, j]
+        out = (crosses.astype(float) @ c)[st.pair_end]
+        for s in range(ns):
+            ps = st.pairs_from[s]
+            f = np.flatnonzero(front[s])
+            if ps.size == 0 or f.size == 0:
+                continue
+            t_ = st.pair_end[ps]
+            grid = np.ix_(t_, f)
+            delta = (count[grid] > count[s, f]).astype(float) - crosses[grid]
+            out[ps] += delta @ c[f]
         return out
 
     def _interchangeable(self) -> bool:
