@@ -101,6 +101,8 @@ class StateSearch:
         self.ct = ct
         self.level = level  # stage-level load
         self.symmetric = self._interchangeable()
+        self._best_value: float | None = None
+        self._best_plan: Plan | None = None
         self.expanded = 0
         self._dead: dict[int, list[tuple[int, int, float, int]]] = {}
         self._values: dict[Plan, float] = {}
@@ -322,15 +324,15 @@ class StateSearch:
     def decide(self, theta: float, time_s: float = math.inf, states=None, use_lp: bool = False):
         """``(status, plan, h)`` for threshold ``theta`` (``feasible``/``infeasible``/``unknown``)."""
         self.stats["decisions"] += 1
-        ok, allowed = self._threshold(theta)
-        n = self.num_nodes
         if self.symmetric:
-            path = self._fewest_stages(ok[:, 0], allowed)
-            if path is None:
+            best = self._interchangeable_optimum()
+            if self._best_plan is None or not theta >= best:
                 self.stats["relaxation_refuted"] += 1
                 return "infeasible", None, None
             self.stats["relaxation_decided"] += 1
-            return "feasible", self._plan(path), None
+            return "feasible", self._best_plan, None
+        ok, allowed = self._threshold(theta)
+        n = self.num_nodes
         h = self.relaxation(ok, allowed)
         if h[0].min() > n:
             self.stats["relaxation_refuted"] += 1
@@ -345,6 +347,48 @@ class StateSearch:
             return "infeasible", None, h
         self.stats["search_feasible"] += 1
         return "feasible", plan, h
+
+    def _interchangeable_optimum(self) -> float:
+        """On interchangeable nodes: the least threshold with a plan (``inf`` if none), once.
+
+        A stage's weight is the least threshold admitting it: its level if it
+        fits, raised to the transfer of its end boundary unless that is the
+        last (no link: never). A threshold has a plan iff some path of at most
+        ``N`` stages has all weights below it, so the least such threshold is
+        a bottleneck path with at most ``N`` edges: ``N`` rounds of a
+        min-max relaxation vectorised over all stages. The plan kept for every
+        feasible decision is the fewest-stages path at that threshold.
+        """
+        if self._best_value is not None:
+            return self._best_value
+        st, n, full = self.st, self.num_nodes, self.full
+        w = np.where(self.fits[:, 0], self.level[:, 0], np.inf)
+        link = self.tau[:, 0, 1].copy() if n > 1 else np.full(self.num_states, np.inf)
+        link[full] = 0.0
+        w = np.maximum(w, link[st.pair_end])
+        order = np.argsort(st.pair_end, kind="stable")
+        ends, first = np.unique(st.pair_end[order], return_index=True)
+        starts, w = st.pair_start[order], w[order]
+        best = np.full(self.num_states, np.inf)
+        best[0] = 0.0
+        for _ in range(n):
+            if ends.size == 0:
+                break
+            reach = np.minimum.reduceat(np.maximum(best[starts], w), first)
+            new = best.copy()
+            new[ends] = np.minimum(new[ends], reach)
+            if np.array_equal(new, best):
+                break
+            best = new
+        value = float(best[full])
+        if math.isfinite(value):
+            ok, allowed = self._threshold(value)
+            path = self._fewest_stages(ok[:, 0], allowed)
+            if path is None:  # cannot happen: the rounds found such a path
+                raise AssertionError("bottleneck rounds and fewest-stages search disagree")
+            self._best_plan = self._plan(path)
+        self._best_value = value
+        return value
 
     def _fewest_stages(self, ok: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]] | None:
         """On interchangeable nodes: a path of at most ``N`` allowed stages, fewest first, or ``None``.
