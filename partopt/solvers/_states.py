@@ -80,6 +80,44 @@ class StateSearch:
         if self.star:
             tau = np.where(np.eye(n, dtype=bool)[None], np.inf, 0.0) * np.ones((ns, 1, 1))
         self.tau = tau  # (S, N, N)
+        self.tau = tau  # (S, N, N)
+        self.all_stages = st.num_pairs
+        self._best_value: float | None = None
+        self._best_plan: Plan | None = None
+        self._values: dict[Plan, float] = {}
+        if self._restrictable(st):
+            self._light(st)
+        else:
+            self._tables(st)
+        st = self.st
+        self.complete = st.complete
+        p = st.num_pairs
+        self.symmetric = self._interchangeable()
+        self.expanded = 0
+        self._dead: dict[int, list[tuple[int, int, float, int]]] = {}
+        self.lp_bound = None
+        self.stats = {
+            "decisions": 0,
+            "relaxation_refuted": 0,
+            "relaxation_decided": 0,
+            "search_feasible": 0,
+            "search_refuted": 0,
+            "milp_calls": 0,
+            "states": 0,
+            "dead_end_hits": 0,
+            "boundary_states": ns,
+            "stages": p,
+            "stages_all": self.all_stages,
+            **getattr(self, "stats_light", {}),
+        }
+        self._cands = self._candidate_values(SolverRefused)
+
+    # -- data ---------------------------------------------------------------
+
+    def _tables(self, st) -> None:
+        """The per-stage tables over the stages of ``st``: memory fit, compute, level."""
+        problem, cl, n = self.problem, self.problem.cluster, self.num_nodes
+        self.st = st
         caps = cl.memory_bytes
         self.fits = st.pair_memory[:, None] <= caps[None, :] * (1 + 1e-9)  # (P, N)
         p = st.num_pairs
@@ -100,28 +138,57 @@ class StateSearch:
             level = np.broadcast_to(col + self._pair_star()[:, None] if self.star else col, (p, n))
         self.ct = ct
         self.level = level  # stage-level load
-        self.symmetric = self._interchangeable()
-        self._best_value: float | None = None
-        self._best_plan: Plan | None = None
-        self.expanded = 0
-        self._dead: dict[int, list[tuple[int, int, float, int]]] = {}
-        self._values: dict[Plan, float] = {}
-        self.lp_bound = None
-        self.stats = {
-            "decisions": 0,
-            "relaxation_refuted": 0,
-            "relaxation_decided": 0,
-            "search_feasible": 0,
-            "search_refuted": 0,
-            "milp_calls": 0,
-            "states": 0,
-            "dead_end_hits": 0,
-            "boundary_states": ns,
-            "stages": p,
-        }
-        self._cands = self._candidate_values(SolverRefused)
 
-    # -- data ---------------------------------------------------------------
+    def _restrictable(self, st) -> bool:
+        """Whether to search fewer stages: star model, interchangeable nodes, plain-sum memory."""
+        cl = self.problem.cluster
+        if not self.star or self.num_nodes < 2 or np.ptp(cl.memory_bytes) > 0:
+            return False
+        if not getattr(st, "additive", False) or st.complete or not st.states_complete:
+            return False  # only when the stages, not the states, hit their cap
+        if st.pair_compute_s is not None:
+            return bool(np.all(self.problem.dag.compute_s >= 0))
+        return bool(np.ptp(cl.flops_per_s) == 0 and np.all(self.problem.dag.flops >= 0))
+
+    def _light(self, st) -> None:
+        r"""Search only the stages whose compute is at most :math:`X`, for an :math:`X \ge` the optimum.
+
+        A star load is the stage's compute plus non-negative traffic, so every
+        stage of load at most :math:`\theta \le X` is kept and a decision at
+        such a threshold is the same as over all stages; above :math:`X` both
+        are feasible (the plan found at :math:`X`). The candidate values keep
+        the optimum, a load of the optimal plan, whose stages are all kept.
+        :math:`X` starts at the average compute per node (a lower bound: the
+        stages' compute adds up to the total); if the least feasible threshold
+        over the kept stages exceeds :math:`X`, that plan's value is an upper
+        bound and becomes :math:`X` (if there is none, :math:`X` grows by 5%),
+        until the least feasible threshold is at most :math:`X` or every stage
+        is kept. Coverage prunes further: in a plan of at most :math:`N`
+        stages of compute at most :math:`X`, the other stages cover all but
+        one stage's compute, so each stage has compute at least
+        :math:`C - (N-1) X` (:math:`C` the total); only stages in that window
+        are kept.
+        """
+        problem, cl, n = self.problem, self.problem.cluster, self.num_nodes
+        if st.pair_compute_s is not None:
+            weight, scale = np.asarray(problem.dag.compute_s, dtype=float), 1.0
+        else:
+            weight, scale = np.asarray(problem.dag.flops, dtype=float), float(cl.flops_per_s[0])
+        total = float(weight.sum()) / scale
+        x = max(total / n, bounds.lower_bound_s(problem), 0.0)
+        rounds = 0
+        while True:
+            rounds += 1
+            every = not x < total
+            floor = max(0.0, total - (n - 1) * x) * scale * (1 - 1e-9)
+            space = st.light_stages(weight, x * scale * (1 + 1e-12), floor)
+            self._tables(space)
+            self._best_value, self._best_plan = None, None
+            value = self._interchangeable_optimum()
+            if value <= x or every or not space.complete:
+                break
+            x = value if math.isfinite(value) else 1.05 * x
+        self.stats_light = {"light_rounds": rounds, "light_limit_s": x}
 
     def _pair_star(self) -> np.ndarray:
         """Star traffic of every stage ``D = t - s``, from per-state tables.
