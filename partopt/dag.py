@@ -615,6 +615,7 @@ class StateSpace:
         weight: np.ndarray | None = None,
         limit: float = np.inf,
         floor: float = 0.0,
+        usable: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Stages when memory is a plain sum over operators (no peak term), vectorised.
 
@@ -626,7 +627,9 @@ class StateSpace:
         The same stages as the one-unit walk, since every ideal between ``s``
         and ``t`` fits when ``t - s`` does. With a non-negative per-operator
         ``weight``, only the stages whose weight lies in ``[floor, limit]``
-        are kept (a window of the states sorted by weight; a hair wider).
+        are kept (a window of the states sorted by weight; a hair wider), and
+        with ``usable = (starts, ends)`` (boolean over states) only stages
+        from a usable start to a usable end.
         """
         dag, ns = self.dag, self.num_states
         nw = max(1, (len(dag.units) + 63) // 64)
@@ -650,6 +653,8 @@ class StateSpace:
         total = 0
         complete = True
         for s in range(ns - 1):
+            if usable is not None and not usable[0][s]:
+                continue
             if windowed:
                 lo = np.searchsorted(w_sorted, s_w[s] + floor - slack, side="left")
                 hi = np.searchsorted(w_sorted, s_w[s] + limit + slack, side="right")
@@ -658,6 +663,8 @@ class StateSpace:
                 dw = s_w[t] - s_w[s]
                 t = t[(dw <= limit) & (dw >= floor - slack)]
                 t = t[s_mem[t] - s_mem[s] <= cap]
+                if usable is not None:
+                    t = t[usable[1][t]]
             else:
                 t = np.flatnonzero(s_mem[s + 1 :] - s_mem[s] <= cap) + (s + 1)
             for w in range(nw):
@@ -682,7 +689,13 @@ class StateSpace:
         self.pair_compute_s = None if s_time is None else s_time[b] - s_time[a]
         self._index_pairs()
 
-    def light_stages(self, weight: np.ndarray, limit: float, floor: float = 0.0) -> StateSpace:
+    def light_stages(
+        self,
+        weight: np.ndarray,
+        limit: float,
+        floor: float = 0.0,
+        usable: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> StateSpace:
         """The same states with only the stages whose summed ``weight`` is in ``[floor, limit]``.
 
         ``weight`` is non-negative per operator (FLOPs or compute time); only
@@ -701,7 +714,7 @@ class StateSpace:
         dag = self.dag
         u_time = None if dag.compute_s is None else np.zeros(len(dag.units))
         mem_sum, _ = dag.memory_terms(self.memory)
-        out._additive_pairs(self._cap, mem_sum, u_time, weight, limit, floor)
+        out._additive_pairs(self._cap, mem_sum, u_time, weight, limit, floor, usable)
         return out
 
     def stage_ops(self, s: int, t: int) -> tuple[int, ...]:

@@ -150,6 +150,20 @@ class StateSearch:
             return bool(np.all(self.problem.dag.compute_s >= 0))
         return bool(np.ptp(cl.flops_per_s) == 0 and np.all(self.problem.dag.flops >= 0))
 
+    def _usable(self, done: np.ndarray, low: float, x: float) -> tuple[np.ndarray, np.ndarray]:
+        """States where a stage may start / end when every stage's compute is in ``[low, x]``."""
+        n = self.num_nodes
+        left = done[-1] - done
+        tol = 1e-9 * max(float(done[-1]), 1e-300)
+
+        def within(c: np.ndarray) -> np.ndarray:
+            ok = np.zeros(c.size, dtype=bool)
+            for j in range(n):
+                ok |= (c >= j * low - tol * (j + 1)) & (c <= j * x + tol * (j + 1))
+            return ok
+
+        return within(done), within(left)
+
     def _light(self, st) -> None:
         r"""Search only the stages whose compute is at most :math:`X`, for an :math:`X \ge` the optimum.
 
@@ -161,13 +175,15 @@ class StateSearch:
         :math:`X` starts at the average compute per node (a lower bound: the
         stages' compute adds up to the total); if the least feasible threshold
         over the kept stages exceeds :math:`X`, that plan's value is an upper
-        bound and becomes :math:`X` (if there is none, :math:`X` grows by 5%),
+        bound and becomes :math:`X` (if there is none, :math:`X` grows by 1%),
         until the least feasible threshold is at most :math:`X` or every stage
         is kept. Coverage prunes further: in a plan of at most :math:`N`
         stages of compute at most :math:`X`, the other stages cover all but
         one stage's compute, so each stage has compute at least
         :math:`C - (N-1) X` (:math:`C` the total); only stages in that window
-        are kept.
+        are kept. Likewise a stage may start at a state only if the compute
+        before it is ``j`` such stages' for some ``j < N`` (within
+        :math:`[j(C-(N-1)X), jX]`), and end only where the compute after it is.
         """
         problem, cl, n = self.problem, self.problem.cluster, self.num_nodes
         if st.pair_compute_s is not None:
@@ -175,19 +191,23 @@ class StateSearch:
         else:
             weight, scale = np.asarray(problem.dag.flops, dtype=float), float(cl.flops_per_s[0])
         total = float(weight.sum()) / scale
+        done = (st.members @ weight) / scale  # compute inside each state
         x = max(total / n, bounds.lower_bound_s(problem), 0.0)
         rounds = 0
         while True:
             rounds += 1
             every = not x < total
-            floor = max(0.0, total - (n - 1) * x) * scale * (1 - 1e-9)
-            space = st.light_stages(weight, x * scale * (1 + 1e-12), floor)
+            low = max(0.0, total - (n - 1) * x)
+            floor = low * scale * (1 - 1e-9)
+            space = st.light_stages(
+                weight, x * scale * (1 + 1e-12), floor, self._usable(done, low, x)
+            )
             self._tables(space)
             self._best_value, self._best_plan = None, None
             value = self._interchangeable_optimum()
             if value <= x or every or not space.complete:
                 break
-            x = value if math.isfinite(value) else 1.05 * x
+            x = min(value, 1.01 * x)
         self.stats_light = {"light_rounds": rounds, "light_limit_s": x}
 
     def _pair_star(self) -> np.ndarray:
