@@ -19,7 +19,12 @@ relaxation checks its three terms separately (a weaker, still valid test).
    dynamic program over the states (subsets before supersets). More than
    :math:`N` stages from state 0 refutes :math:`\theta`. When the nodes are
    interchangeable (equal memory and speed, equal links) a walk of at most
-   :math:`N` stages maps onto distinct nodes, so the relaxation decides.
+   :math:`N` stages maps onto distinct nodes, so the relaxation decides;
+   there the least feasible threshold itself is a bottleneck path of at
+   most :math:`N` stages (``N`` vectorised min-max rounds, computed once),
+   and every decision compares against it. Under the star model, when the
+   stages hit their cap, only those with compute in a window that provably
+   holds every stage of a plan at most a known upper bound are generated.
 2. **Path search.** Depth-first over simple node paths; a search state is
    (last node, used nodes, the set of boundary states where the last node's
    stage may start), pruned by the relaxation and memoised as dead ends with
