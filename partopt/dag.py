@@ -59,6 +59,8 @@ Examples
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -508,6 +510,7 @@ class StateSpace:
         if masks[-1] != full:
             masks.append(full)
         self.complete = complete
+        self.states_complete = complete
         self.masks = masks
         self.index = {m: k for k, m in enumerate(masks)}
         s, n = len(masks), dag.num_ops
@@ -542,6 +545,11 @@ class StateSpace:
             else np.array([float(dag.compute_s[list(u)].sum()) for u in units])
         )
         cap = max_capacity_bytes * (1 + 1e-9)
+        self.additive = not np.any(mem_max) and bool(np.all(mem_sum >= 0))
+        self._cap = cap
+        if self.additive:
+            self._additive_pairs(cap, mem_sum, u_time)
+            return
         masks, index = self.masks, self.index
         nu = len(units)
         # one-unit steps between present states
@@ -592,9 +600,122 @@ class StateSpace:
         self.pair_memory = table[:, 2].copy()
         self.pair_flops = table[:, 3].copy()
         self.pair_compute_s = None if u_time is None else table[:, 4].copy()
+        self._index_pairs()
+
+    def _index_pairs(self) -> None:
         self.num_pairs = int(self.pair_start.size)
         bounds = np.searchsorted(self.pair_start, np.arange(self.num_states + 1))
         self.pairs_from = [np.arange(bounds[k], bounds[k + 1]) for k in range(self.num_states)]
+
+    def _additive_pairs(
+        self,
+        cap: float,
+        mem_sum: np.ndarray,
+        u_time: np.ndarray | None,
+        weight: np.ndarray | None = None,
+        limit: float = np.inf,
+        floor: float = 0.0,
+        usable: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Stages when memory is a plain sum over operators (no peak term), vectorised.
+
+        Then a stage's memory, FLOPs and time are differences of per-state
+        totals, and the stages from ``s`` are the states ``t`` numbered after
+        ``s`` (a proper superset has more units) whose unit bits contain
+        ``s``'s and whose memory exceeds ``s``'s by at most the capacity:
+        one vectorised subset test per start state over the packed unit bits.
+        The same stages as the one-unit walk, since every ideal between ``s``
+        and ``t`` fits when ``t - s`` does. With a non-negative per-operator
+        ``weight``, only the stages whose weight lies in ``[floor, limit]``
+        are kept (a window of the states sorted by weight; a hair wider), and
+        with ``usable = (starts, ends)`` (boolean over states) only stages
+        from a usable start to a usable end.
+        """
+        dag, ns = self.dag, self.num_states
+        nw = max(1, (len(dag.units) + 63) // 64)
+        words = np.zeros((ns, nw), dtype=np.uint64)
+        low = (1 << 64) - 1
+        for k, m in enumerate(self.masks):
+            for w in range(nw):
+                words[k, w] = (m >> (64 * w)) & low
+        mem = self.members.astype(float)
+        s_mem = mem @ np.asarray(mem_sum, dtype=float)
+        s_flops = mem @ np.asarray(dag.flops, dtype=float)
+        s_time = None if u_time is None else mem @ np.asarray(dag.compute_s, dtype=float)
+        windowed = weight is not None and math.isfinite(limit)
+        if windowed:
+            s_w = mem @ np.asarray(weight, dtype=float)
+            by_w = np.argsort(s_w, kind="stable")
+            w_sorted = s_w[by_w]
+            slack = 1e-9 * float(np.abs(s_w).max(initial=0.0)) + 1e-300
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        total = 0
+        complete = True
+        for s in range(ns - 1):
+            if usable is not None and not usable[0][s]:
+                continue
+            if windowed:
+                lo = np.searchsorted(w_sorted, s_w[s] + floor - slack, side="left")
+                hi = np.searchsorted(w_sorted, s_w[s] + limit + slack, side="right")
+                t = by_w[lo:hi]
+                t = np.sort(t[t > s])
+                dw = s_w[t] - s_w[s]
+                t = t[(dw <= limit) & (dw >= floor - slack)]
+                t = t[s_mem[t] - s_mem[s] <= cap]
+                if usable is not None:
+                    t = t[usable[1][t]]
+            else:
+                t = np.flatnonzero(s_mem[s + 1 :] - s_mem[s] <= cap) + (s + 1)
+            for w in range(nw):
+                if t.size == 0:
+                    break
+                ws = words[s, w]
+                if ws:
+                    t = t[(words[t, w] & ws) == ws]
+            if t.size:
+                starts.append(np.full(t.size, s, dtype=np.int64))
+                ends.append(t)
+                total += t.size
+            if total > self.max_pairs:
+                complete = False
+                break
+        self.complete = self.complete and complete
+        self.pair_start = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+        self.pair_end = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+        a, b = self.pair_start, self.pair_end
+        self.pair_memory = s_mem[b] - s_mem[a]
+        self.pair_flops = s_flops[b] - s_flops[a]
+        self.pair_compute_s = None if s_time is None else s_time[b] - s_time[a]
+        self._index_pairs()
+
+    def light_stages(
+        self,
+        weight: np.ndarray,
+        limit: float,
+        floor: float = 0.0,
+        usable: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> StateSpace:
+        """The same states with only the stages whose summed ``weight`` is in ``[floor, limit]``.
+
+        ``weight`` is non-negative per operator (FLOPs or compute time); only
+        for spaces whose memory is a plain sum (:attr:`additive`). The stages
+        are generated afresh, so the cap on stages counts the kept ones; the
+        result is :attr:`complete` when the states are and the kept stages
+        fit the cap.
+        """
+        if not self.additive:
+            raise DagError("light_stages needs a memory model without a peak term")
+        if np.any(np.asarray(weight) < 0):
+            raise DagError("light_stages needs non-negative operator weights")
+        out = copy.copy(self)
+        out.__dict__.pop("is_line", None)
+        out.complete = self.states_complete
+        dag = self.dag
+        u_time = None if dag.compute_s is None else np.zeros(len(dag.units))
+        mem_sum, _ = dag.memory_terms(self.memory)
+        out._additive_pairs(self._cap, mem_sum, u_time, weight, limit, floor, usable)
+        return out
 
     def stage_ops(self, s: int, t: int) -> tuple[int, ...]:
         """Operators of the stage between states ``s`` and ``t``, in topological order."""

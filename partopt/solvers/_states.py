@@ -19,7 +19,12 @@ relaxation checks its three terms separately (a weaker, still valid test).
    dynamic program over the states (subsets before supersets). More than
    :math:`N` stages from state 0 refutes :math:`\theta`. When the nodes are
    interchangeable (equal memory and speed, equal links) a walk of at most
-   :math:`N` stages maps onto distinct nodes, so the relaxation decides.
+   :math:`N` stages maps onto distinct nodes, so the relaxation decides;
+   there the least feasible threshold itself is a bottleneck path of at
+   most :math:`N` stages (``N`` vectorised min-max rounds, computed once),
+   and every decision compares against it. Under the star model, when the
+   stages hit their cap, only those with compute in a window that provably
+   holds every stage of a plan at most a known upper bound are generated.
 2. **Path search.** Depth-first over simple node paths; a search state is
    (last node, used nodes, the set of boundary states where the last node's
    stage may start), pruned by the relaxation and memoised as dead ends with
@@ -80,6 +85,44 @@ class StateSearch:
         if self.star:
             tau = np.where(np.eye(n, dtype=bool)[None], np.inf, 0.0) * np.ones((ns, 1, 1))
         self.tau = tau  # (S, N, N)
+        self.tau = tau  # (S, N, N)
+        self.all_stages = st.num_pairs
+        self._best_value: float | None = None
+        self._best_plan: Plan | None = None
+        self._values: dict[Plan, float] = {}
+        if self._restrictable(st):
+            self._light(st)
+        else:
+            self._tables(st)
+        st = self.st
+        self.complete = st.complete
+        p = st.num_pairs
+        self.symmetric = self._interchangeable()
+        self.expanded = 0
+        self._dead: dict[int, list[tuple[int, int, float, int]]] = {}
+        self.lp_bound = None
+        self.stats = {
+            "decisions": 0,
+            "relaxation_refuted": 0,
+            "relaxation_decided": 0,
+            "search_feasible": 0,
+            "search_refuted": 0,
+            "milp_calls": 0,
+            "states": 0,
+            "dead_end_hits": 0,
+            "boundary_states": ns,
+            "stages": p,
+            "stages_all": self.all_stages,
+            **getattr(self, "stats_light", {}),
+        }
+        self._cands = self._candidate_values(SolverRefused)
+
+    # -- data ---------------------------------------------------------------
+
+    def _tables(self, st) -> None:
+        """The per-stage tables over the stages of ``st``: memory fit, compute, level."""
+        problem, cl, n = self.problem, self.problem.cluster, self.num_nodes
+        self.st = st
         caps = cl.memory_bytes
         self.fits = st.pair_memory[:, None] <= caps[None, :] * (1 + 1e-9)  # (P, N)
         p = st.num_pairs
@@ -100,26 +143,77 @@ class StateSearch:
             level = np.broadcast_to(col + self._pair_star()[:, None] if self.star else col, (p, n))
         self.ct = ct
         self.level = level  # stage-level load
-        self.symmetric = self._interchangeable()
-        self.expanded = 0
-        self._dead: dict[int, list[tuple[int, int, float, int]]] = {}
-        self._values: dict[Plan, float] = {}
-        self.lp_bound = None
-        self.stats = {
-            "decisions": 0,
-            "relaxation_refuted": 0,
-            "relaxation_decided": 0,
-            "search_feasible": 0,
-            "search_refuted": 0,
-            "milp_calls": 0,
-            "states": 0,
-            "dead_end_hits": 0,
-            "boundary_states": ns,
-            "stages": p,
-        }
-        self._cands = self._candidate_values(SolverRefused)
 
-    # -- data ---------------------------------------------------------------
+    def _restrictable(self, st) -> bool:
+        """Whether to search fewer stages: star model, interchangeable nodes, plain-sum memory."""
+        cl = self.problem.cluster
+        if not self.star or self.num_nodes < 2 or np.ptp(cl.memory_bytes) > 0:
+            return False
+        if not getattr(st, "additive", False) or st.complete or not st.states_complete:
+            return False  # only when the stages, not the states, hit their cap
+        if st.pair_compute_s is not None:
+            return bool(np.all(self.problem.dag.compute_s >= 0))
+        return bool(np.ptp(cl.flops_per_s) == 0 and np.all(self.problem.dag.flops >= 0))
+
+    def _usable(self, done: np.ndarray, low: float, x: float) -> tuple[np.ndarray, np.ndarray]:
+        """States where a stage may start / end when every stage's compute is in ``[low, x]``."""
+        n = self.num_nodes
+        left = done[-1] - done
+        tol = 1e-9 * max(float(done[-1]), 1e-300)
+
+        def within(c: np.ndarray) -> np.ndarray:
+            ok = np.zeros(c.size, dtype=bool)
+            for j in range(n):
+                ok |= (c >= j * low - tol * (j + 1)) & (c <= j * x + tol * (j + 1))
+            return ok
+
+        return within(done), within(left)
+
+    def _light(self, st) -> None:
+        r"""Search only the stages whose compute is at most :math:`X`, for an :math:`X \ge` the optimum.
+
+        A star load is the stage's compute plus non-negative traffic, so every
+        stage of load at most :math:`\theta \le X` is kept and a decision at
+        such a threshold is the same as over all stages; above :math:`X` both
+        are feasible (the plan found at :math:`X`). The candidate values keep
+        the optimum, a load of the optimal plan, whose stages are all kept.
+        :math:`X` starts at the average compute per node (a lower bound: the
+        stages' compute adds up to the total); if the least feasible threshold
+        over the kept stages exceeds :math:`X`, that plan's value is an upper
+        bound and becomes :math:`X` (if there is none, :math:`X` grows by 1%),
+        until the least feasible threshold is at most :math:`X` or every stage
+        is kept. Coverage prunes further: in a plan of at most :math:`N`
+        stages of compute at most :math:`X`, the other stages cover all but
+        one stage's compute, so each stage has compute at least
+        :math:`C - (N-1) X` (:math:`C` the total); only stages in that window
+        are kept. Likewise a stage may start at a state only if the compute
+        before it is ``j`` such stages' for some ``j < N`` (within
+        :math:`[j(C-(N-1)X), jX]`), and end only where the compute after it is.
+        """
+        problem, cl, n = self.problem, self.problem.cluster, self.num_nodes
+        if st.pair_compute_s is not None:
+            weight, scale = np.asarray(problem.dag.compute_s, dtype=float), 1.0
+        else:
+            weight, scale = np.asarray(problem.dag.flops, dtype=float), float(cl.flops_per_s[0])
+        total = float(weight.sum()) / scale
+        done = (st.members @ weight) / scale  # compute inside each state
+        x = max(total / n, bounds.lower_bound_s(problem), 0.0)
+        rounds = 0
+        while True:
+            rounds += 1
+            every = not x < total
+            low = max(0.0, total - (n - 1) * x)
+            floor = low * scale * (1 - 1e-9)
+            space = st.light_stages(
+                weight, x * scale * (1 + 1e-12), floor, self._usable(done, low, x)
+            )
+            self._tables(space)
+            self._best_value, self._best_plan = None, None
+            value = self._interchangeable_optimum()
+            if value <= x or every or not space.complete:
+                break
+            x = min(value, 1.01 * x)
+        self.stats_light = {"light_rounds": rounds, "light_limit_s": x}
 
     def _pair_star(self) -> np.ndarray:
         """Star traffic of every stage ``D = t - s``, from per-state tables.
@@ -129,32 +223,45 @@ class StateSearch:
         all follow ``p``, so none is in the ideal ``s``); ``D`` reads ``x``
         from another device iff ``p`` is in ``s`` (or ``x`` is a graph input)
         and ``t`` holds more of ``x``'s readers than ``s``. The two cases are
-        disjoint, so the traffic is one masked sum per stage.
+        disjoint, so the traffic is a sum over tensors.
+
+        Both cases only involve the *frontier* of ``s``: the tensors available
+        at ``s`` (produced inside, or graph inputs) with a reader outside.
+        A tensor crossing ``t`` whose producer is in ``s`` is on that frontier,
+        so the sends are everything crossing ``t`` minus the frontier tensors
+        of ``s`` that cross ``t``; a read is a frontier tensor of ``s`` with
+        more readers inside ``t``. Frontiers are narrow, so each start state
+        costs one small gather over its stages and its frontier.
         """
         st, dag = self.st, self.problem.dag
         cost = np.asarray(self.problem.tensor_star_cost_s, dtype=float)
         m = st.members
         keep = np.flatnonzero(cost > 0)
         ns = st.num_states
-        prod_in = np.ones((ns, keep.size), dtype=bool)  # P_s(x); graph inputs: always
-        crosses = np.zeros((ns, keep.size), dtype=bool)  # X_t(x)
+        c = cost[keep]
+        crosses = np.zeros((ns, keep.size), dtype=bool)  # X_t(x): sent when the stage ends at t
+        front = np.zeros((ns, keep.size), dtype=bool)  # available at s, a reader outside
         count = np.zeros((ns, keep.size), dtype=np.int32)  # readers of x inside the state
         for j, x in enumerate(keep):
             pr = int(dag.tensor_producer[x])
             cons = list(dag.tensor_consumers[x])
+            if not cons:
+                continue
+            count[:, j] = m[:, cons].sum(axis=1)
+            avail = m[:, pr] if pr >= 0 else np.ones(ns, dtype=bool)
+            front[:, j] = avail & (count[:, j] < len(cons))
             if pr >= 0:
-                prod_in[:, j] = m[:, pr]
-            if cons:
-                count[:, j] = m[:, cons].sum(axis=1)
-                crosses[:, j] = prod_in[:, j] & (count[:, j] < len(cons)) & (pr >= 0)
-        c = cost[keep]
-        out = np.zeros(st.num_pairs)
-        step = max(1, 4_000_000 // max(keep.size, 1))
-        for a in range(0, st.num_pairs, step):
-            s_, t_ = st.pair_start[a : a + step], st.pair_end[a : a + step]
-            ps = prod_in[s_]
-            hit = (crosses[t_] & ~ps) | (ps & (count[t_] > count[s_]))
-            out[a : a + step] = hit.astype(float) @ c
+                crosses[:, j] = front[:, j]
+        out = (crosses.astype(float) @ c)[st.pair_end]
+        for s in range(ns):
+            ps = st.pairs_from[s]
+            f = np.flatnonzero(front[s])
+            if ps.size == 0 or f.size == 0:
+                continue
+            t_ = st.pair_end[ps]
+            grid = np.ix_(t_, f)
+            delta = (count[grid] > count[s, f]).astype(float) - crosses[grid]
+            out[ps] += delta @ c[f]
         return out
 
     def _interchangeable(self) -> bool:
@@ -309,15 +416,15 @@ class StateSearch:
     def decide(self, theta: float, time_s: float = math.inf, states=None, use_lp: bool = False):
         """``(status, plan, h)`` for threshold ``theta`` (``feasible``/``infeasible``/``unknown``)."""
         self.stats["decisions"] += 1
-        ok, allowed = self._threshold(theta)
-        n = self.num_nodes
         if self.symmetric:
-            path = self._fewest_stages(ok[:, 0], allowed)
-            if path is None:
+            best = self._interchangeable_optimum()
+            if self._best_plan is None or not theta >= best:
                 self.stats["relaxation_refuted"] += 1
                 return "infeasible", None, None
             self.stats["relaxation_decided"] += 1
-            return "feasible", self._plan(path), None
+            return "feasible", self._best_plan, None
+        ok, allowed = self._threshold(theta)
+        n = self.num_nodes
         h = self.relaxation(ok, allowed)
         if h[0].min() > n:
             self.stats["relaxation_refuted"] += 1
@@ -332,6 +439,48 @@ class StateSearch:
             return "infeasible", None, h
         self.stats["search_feasible"] += 1
         return "feasible", plan, h
+
+    def _interchangeable_optimum(self) -> float:
+        """On interchangeable nodes: the least threshold with a plan (``inf`` if none), once.
+
+        A stage's weight is the least threshold admitting it: its level if it
+        fits, raised to the transfer of its end boundary unless that is the
+        last (no link: never). A threshold has a plan iff some path of at most
+        ``N`` stages has all weights below it, so the least such threshold is
+        a bottleneck path with at most ``N`` edges: ``N`` rounds of a
+        min-max relaxation vectorised over all stages. The plan kept for every
+        feasible decision is the fewest-stages path at that threshold.
+        """
+        if self._best_value is not None:
+            return self._best_value
+        st, n, full = self.st, self.num_nodes, self.full
+        w = np.where(self.fits[:, 0], self.level[:, 0], np.inf)
+        link = self.tau[:, 0, 1].copy() if n > 1 else np.full(self.num_states, np.inf)
+        link[full] = 0.0
+        w = np.maximum(w, link[st.pair_end])
+        order = np.argsort(st.pair_end, kind="stable")
+        ends, first = np.unique(st.pair_end[order], return_index=True)
+        starts, w = st.pair_start[order], w[order]
+        best = np.full(self.num_states, np.inf)
+        best[0] = 0.0
+        for _ in range(n):
+            if ends.size == 0:
+                break
+            reach = np.minimum.reduceat(np.maximum(best[starts], w), first)
+            new = best.copy()
+            new[ends] = np.minimum(new[ends], reach)
+            if np.array_equal(new, best):
+                break
+            best = new
+        value = float(best[full])
+        if math.isfinite(value):
+            ok, allowed = self._threshold(value)
+            path = self._fewest_stages(ok[:, 0], allowed)
+            if path is None:  # cannot happen: the rounds found such a path
+                raise AssertionError("bottleneck rounds and fewest-stages search disagree")
+            self._best_plan = self._plan(path)
+        self._best_value = value
+        return value
 
     def _fewest_stages(self, ok: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]] | None:
         """On interchangeable nodes: a path of at most ``N`` allowed stages, fewest first, or ``None``.
