@@ -43,7 +43,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from partopt.errors import PartoptError
+from partopt.errors import PartoptError, first_line
 from partopt.onnx_graph import node_reads, subgraphs, topological_order
 from partopt.probe import (
     ProbeError,
@@ -81,12 +81,6 @@ MANIFEST = "manifest.json"
 
 class ExportError(PartoptError):
     """A model, chain or plan that cannot be exported; the message says why."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    # onnxruntime prefixes "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : "
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # -- tensors -------------------------------------------------------------------------
@@ -770,13 +764,13 @@ def check_export(
             whole = dict(zip(names, session(candidate).run(names, inputs), strict=True))
             break
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own message, on one line
-            error = _one_line(exc)
+            error = first_line(exc, 300)
     if whole is None:
         raise ExportError(f"onnxruntime cannot run the whole model: {error}")
     try:
         split = run_stages(export, inputs)
     except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"onnxruntime cannot run the stages: {_one_line(exc)}") from None
+        raise ExportError(f"onnxruntime cannot run the stages: {first_line(exc, 300)}") from None
     ok, max_abs, max_rel = True, 0.0, 0.0
     for n in names:
         a, b = np.asarray(whole[n]), np.asarray(split[n])

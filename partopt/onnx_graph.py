@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from partopt.errors import PartoptError
+from partopt.errors import PartoptError, first_line
 
 if TYPE_CHECKING:  # onnx is imported lazily: chain.py users need not pay for it
     import onnx
@@ -143,11 +143,6 @@ _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 # -- small helpers --------------------------------------------------------------
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def _prod(dims) -> int:
@@ -457,7 +452,7 @@ def _infer_shapes(model, bindings: dict[str, int], overridden: bool, warnings: l
             )
         except Exception as exc:  # inference is best effort: keep declared shapes
             last = exc
-    why = _one_line(last) if last is not None else "no result"
+    why = first_line(last, 200) if last is not None else "no result"
     warnings.append(f"shape inference failed ({why}); using the declared shapes")
     return model
 
@@ -1076,7 +1071,7 @@ def load_graph(
     except Exception as exc:
         raise ModelError(
             f"{os.fspath(path)!r} is not a readable ONNX model (truncated or not ONNX: "
-            f"{_one_line(exc)}); re-export it"
+            f"{first_line(exc, 200)}); re-export it"
         ) from None
     stem = os.path.splitext(os.path.basename(path))[0]
     if not model.graph.node:

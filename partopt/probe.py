@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from partopt.errors import PartoptError
+from partopt.errors import PartoptError, first_line
 
 __all__ = [
     "ProbeError",
@@ -72,12 +72,6 @@ def failed_node(text: str) -> tuple[str, str] | None:
     """``(op type, node name)`` of the node an onnxruntime error message names, if any."""
     m = _FAILED_NODE.search(text)
     return (m.group(1), m.group(2)) if m else None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    # onnxruntime prefixes "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : "
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def session(model: onnx.ModelProto | bytes | str, threads: int = 1, *, optimize: bool = True):
@@ -149,7 +143,7 @@ def load_sample_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's
         raise ProbeError(
             f"sample inputs file {str(path)!r} is not an .npz of arrays by input name "
-            f"(numpy.savez(FILE, name=array, ...)): {_one_line(exc)}"
+            f"(numpy.savez(FILE, name=array, ...)): {first_line(exc, 300)}"
         ) from None
     if not arrays:
         raise ProbeError(f"sample inputs file {str(path)!r} holds no arrays")
@@ -432,7 +426,7 @@ def probe_shapes(
     except ProbeError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own message, on one line
-        text = _PROBE_NAME.sub(lambda m: original[int(m.group(1))], _one_line(exc))
+        text = _PROBE_NAME.sub(lambda m: original[int(m.group(1))], first_line(exc, 300))
         missing = re.search(r"([\w.]*:?\w+)\(-?\d+\) is not a registered function/op", text)
         if missing or "NOT_IMPLEMENTED" in text:
             what = f"op {missing.group(1)}" if missing else "an op of the model"

@@ -13,7 +13,7 @@ import sys
 from typing import NoReturn
 
 from partopt.cli import experiments, pipeline, plan
-from partopt.errors import PartoptError
+from partopt.errors import PartoptError, first_line
 
 __all__ = ["build_parser", "main"]
 
@@ -41,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    msg = text.splitlines()[0] if text else type(exc).__name__
+    msg = first_line(exc)
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
         msg = f"{msg}: {exc.filename}"
     return msg

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from partopt.errors import PartoptError
+from partopt.errors import PartoptError, first_line
 
 __all__ = [
     "MAX_NODES",
@@ -172,8 +172,7 @@ def _read_config_file(path: Path) -> dict:
 
             data = tomllib.loads(text)
     except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config {str(path)!r} does not parse: {first}") from exc
+        raise ConfigError(f"config {str(path)!r} does not parse: {first_line(exc)}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config {str(path)!r} must be a table of keys (name, grid, methods)")
     return data
