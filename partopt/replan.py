@@ -253,7 +253,7 @@ def _solve(sub: Problem, method: str, warm: Plan | None, warm_val: float, time_l
 
 
 def replan(
-    problem: Problem,
+    problem: Problem | DagProblem,
     current: Plan,
     alive: Iterable[int],
     dead_links: Iterable[tuple[int, int]] = (),
@@ -268,6 +268,7 @@ def replan(
     ----------
     problem
         The problem on the full cluster (chain, memory/transfer models, objective).
+        A :class:`~partopt.dag.DagProblem` is re-solved by :func:`replan_dag`.
     current
         The plan that was running (full-cluster node indices).
     alive
@@ -288,6 +289,16 @@ def replan(
     >>> r.plan.nodes, r.bottleneck_s, r.kept_stages
     ((0, 3, 2), 8.0, 2)
     """
+    if isinstance(problem, DagProblem):
+        return replan_dag(
+            problem,
+            current,
+            alive,
+            dead_links,
+            method=method,
+            time_limit_s=time_limit_s,
+            seed=seed,
+        )
     t0 = time.perf_counter()
     dead_links = list(dead_links)
     try:

@@ -95,7 +95,7 @@ from partopt.export import (
 )
 from partopt.plan import InvalidPlan, Plan, evaluate
 from partopt.problem import Problem
-from partopt.replan import replan, replan_dag
+from partopt.replan import replan
 
 __all__ = [
     "FAULT_KINDS",
@@ -613,26 +613,14 @@ class Emulator:
         resend = sorted(r for r in self.inflight if r not in self.done)
         self.pending = collections.deque(sorted(set(self.pending) | set(resend)))
         self.inflight.clear()
-        rp = (
-            replan_dag(
-                self.problem,
-                dep.plan,
-                self.alive,
-                self.dead_links,
-                method=self.opts.replan_method,
-                time_limit_s=self.opts.replan_time_limit_s,
-                seed=self.opts.seed,
-            )
-            if isinstance(self.problem, DagProblem)
-            else replan(
-                self.problem,
-                dep.plan,
-                self.alive,
-                self.dead_links,
-                method=self.opts.replan_method,
-                time_limit_s=self.opts.replan_time_limit_s,
-                seed=self.opts.seed,
-            )
+        rp = replan(
+            self.problem,
+            dep.plan,
+            self.alive,
+            self.dead_links,
+            method=self.opts.replan_method,
+            time_limit_s=self.opts.replan_time_limit_s,
+            seed=self.opts.seed,
         )
         rec.detected_as, rec.stage, rec.lost, rec.detail = kind, stage, lost, detail
         rec.also_lost = [r.lost for r in also if r.lost is not None]
