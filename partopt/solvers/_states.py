@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import cached_property
 
 import numpy as np
 
@@ -99,7 +100,8 @@ class StateSearch:
         p = st.num_pairs
         self.symmetric = self._interchangeable()
         self.expanded = 0
-        self._dead: dict[int, list[tuple[int, int, float, int]]] = {}
+        # node -> proven dead ends (reason, start bits, threshold, previous node, stages so far)
+        self._dead: dict[int, list[tuple[int, int, float, int, int]]] = {}
         self.lp_bound = None
         self.stats = {
             "decisions": 0,
@@ -120,29 +122,46 @@ class StateSearch:
     # -- data ---------------------------------------------------------------
 
     def _tables(self, st) -> None:
-        """The per-stage tables over the stages of ``st``: memory fit, compute, level."""
-        problem, cl, n = self.problem, self.problem.cluster, self.num_nodes
+        """The per-stage tables over the stages of ``st``, per node *kind*: memory fit, compute, level.
+
+        Nodes of equal memory (and speed, when compute counts) are one kind;
+        a stage's fit and load depend on the node only through its kind, so
+        the tables are ``(P, K)`` and ``self.kind[v]`` is node ``v``'s column.
+        """
+        problem, cl = self.problem, self.problem.cluster
         self.st = st
-        caps = cl.memory_bytes
-        self.fits = st.pair_memory[:, None] <= caps[None, :] * (1 + 1e-9)  # (P, N)
+        speed = cl.flops_per_s if problem.uses_compute and st.pair_compute_s is None else None
+        keys = np.column_stack(
+            [cl.memory_bytes, np.zeros(self.num_nodes) if speed is None else speed]
+        )
+        uniq, kind = np.unique(keys, axis=0, return_inverse=True)
+        self.kind = kind.reshape(-1).astype(np.int64)
+        self.fits_k = st.pair_memory[:, None] <= uniq[None, :, 0] * (1 + 1e-9)  # (P, K)
         p = st.num_pairs
-        # (P, N) views; one column broadcast when the time does not depend on the node
         if not problem.uses_compute:
-            col = np.zeros((p, 1))
+            ct = np.zeros((p, 1))
         elif st.pair_compute_s is not None:
-            col = st.pair_compute_s[:, None]
-        elif np.ptp(cl.flops_per_s) == 0:
-            col = st.pair_flops[:, None] / cl.flops_per_s[:1][None, :]
+            ct = st.pair_compute_s[:, None]
         else:
-            col = None
-        if col is None:
-            ct = st.pair_flops[:, None] / cl.flops_per_s[None, :]
-            level = ct + self._pair_star()[:, None] if self.star else ct
-        else:
-            ct = np.broadcast_to(col, (p, n))
-            level = np.broadcast_to(col + self._pair_star()[:, None] if self.star else col, (p, n))
-        self.ct = ct
-        self.level = level  # stage-level load
+            ct = st.pair_flops[:, None] / uniq[None, :, 1]
+        ct = np.broadcast_to(ct, self.fits_k.shape)
+        self.ct_k = ct
+        self.level_k = ct + self._pair_star()[:, None] if self.star else ct  # stage-level load
+
+    @property
+    def fits(self) -> np.ndarray:
+        """``(P, N)``: stage ``q`` fits node ``v``'s memory."""
+        return self.fits_k[:, self.kind]
+
+    @property
+    def ct(self) -> np.ndarray:
+        """``(P, N)``: stage ``q``'s compute time on node ``v``."""
+        return self.ct_k[:, self.kind]
+
+    @property
+    def level(self) -> np.ndarray:
+        """``(P, N)``: stage ``q``'s stage-level load on node ``v``."""
+        return self.level_k[:, self.kind]
 
     def _restrictable(self, st) -> bool:
         """Whether to search fewer stages: star model, interchangeable nodes, plain-sum memory."""
@@ -265,10 +284,10 @@ class StateSearch:
         return out
 
     def _interchangeable(self) -> bool:
-        cl, n = self.problem.cluster, self.num_nodes
+        n = self.num_nodes
         if self.sum or n < 2:
             return n < 2
-        if np.ptp(cl.memory_bytes) > 0 or not np.all(self.ct == self.ct[:, :1]):
+        if self.fits_k.shape[1] > 1:
             return False
         if self.star:
             return True
@@ -277,15 +296,16 @@ class StateSearch:
         return bool(np.all(t == t[:, :1]))
 
     def _candidate_values(self, refused) -> np.ndarray:
+        if self.symmetric:  # the optimum is known: the only candidate the driver needs
+            best = self._interchangeable_optimum()
+            return np.array([best]) if math.isfinite(best) else np.zeros(0)
         vals = [np.array([0.0])]
         fin = self.tau[np.isfinite(self.tau)]
         if not self.star:
             vals.append(fin)
         if self.problem.uses_compute:
-            if self.symmetric:  # one node speaks for all
-                lev = np.where(self.fits[:, 0], self.level[:, 0], np.inf)
-            else:
-                lev = np.where(self.fits, self.level, np.inf)
+            # one column per node kind
+            lev = np.where(self.fits_k, self.level_k, np.inf)
             vals.append(lev[np.isfinite(lev)])
         if self.sum:
             st, n = self.st, self.num_nodes
@@ -297,17 +317,20 @@ class StateSearch:
             zero = np.zeros((1,))
             for q in range(st.num_pairs):
                 s, t = int(st.pair_start[q]), int(st.pair_end[q])
-                for v in np.flatnonzero(self.fits[q]):
+                for v in np.flatnonzero(self.fits_k[q, self.kind]):
                     tin = zero if s == 0 else self.tau[s, :, v]
                     tout = zero if t == self.full else self.tau[t, v, :]
-                    c = (self.ct[q, v] + tin)[:, None] + tout[None, :]
+                    c = (self.ct_k[q, self.kind[v]] + tin)[:, None] + tout[None, :]
                     vals.append(c[np.isfinite(c)].ravel())
         return np.unique(np.concatenate(vals))
 
     # -- candidate values (the driver's interface) --------------------------
 
     def lower_bound_s(self) -> float:
-        return bounds.lower_bound_s(self.problem)
+        """The problem's bounds (:func:`partopt.bounds.lower_bound_s`) and :attr:`walk_bound_s`."""
+        if self.symmetric:  # the relaxation is exact there: its optimum is the bound
+            return self._interchangeable_optimum()
+        return max(bounds.lower_bound_s(self.problem), self.walk_bound_s)
 
     def max_candidate(self) -> float:
         return float(self._cands[-1]) if self._cands.size else 0.0
@@ -330,8 +353,12 @@ class StateSearch:
         Its prefixes are states of every state space, so it is a DAG plan;
         solved by ``exact`` on that chain for a quarter of the time left (10 s
         without a limit), for the ``communication`` and ``max`` objectives.
+        On interchangeable nodes: the relaxation's optimal plan.
         """
         prob, dag = self.problem, self.problem.dag
+        if self.symmetric:
+            self._interchangeable_optimum()
+            return self._best_plan
         if prob.objective not in ("communication", "max") or dag.compute_s is not None:
             return None
         if any(len(u) > 1 for u in dag.units):
@@ -374,7 +401,7 @@ class StateSearch:
                 return None
             ps = st.pairs_from[prev]
             q = ps[st.pair_end[ps] == t]
-            if q.size == 0 or not self.fits[q[0], stage.node]:
+            if q.size == 0 or not self.fits_k[q[0], self.kind[stage.node]]:
                 return None
             path.append((int(q[0]), int(stage.node)))
             prev = t
@@ -393,25 +420,138 @@ class StateSearch:
 
     # -- one threshold --------------------------------------------------------
 
-    def _threshold(self, theta: float):
-        ok = self.fits & (self.level <= theta)
+    def _threshold(self, theta: float, per_node: bool = True):
+        """``(ok, allowed)``: stages ``(P, N)`` (per kind ``(P, K)`` unless ``per_node``) and transfers."""
+        ok = self.fits_k & (self.level_k <= theta)
+        if per_node:
+            ok = ok[:, self.kind]
         allowed = np.isfinite(self.tau) & (self.tau <= theta)  # inf: no link
         return ok, allowed
 
-    def relaxation(self, ok: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        """``h[s, v]``: fewest stages finishing from state ``s`` with a stage on ``v`` (cap ``N+1``)."""
-        st, n = self.st, self.num_nodes
-        inf = n + 1
-        h = np.full((self.num_states, n), inf, dtype=np.int64)
-        g = np.full((self.num_states, n), inf, dtype=np.int64)
-        g[self.full] = 0
-        for s in range(self.full - 1, -1, -1):
-            ps = st.pairs_from[s]
-            if ps.size:
-                vals = np.where(ok[ps], g[st.pair_end[ps]], inf)
-                h[s] = np.minimum(vals.min(axis=0) + 1, inf)
-            g[s] = np.where(allowed[s], h[s][None, :], inf).min(axis=1)
-        return h
+    @cached_property
+    def _levels(self) -> list[tuple[int, int, int, int]]:
+        """Groups of states of equal size, largest first: ``(first, stop, pair lo, pair hi)``.
+
+        A stage ends at a proper superset, which has more units, so a group
+        depends only on groups processed before it. States are numbered by
+        size and stages by start, so both are contiguous ranges.
+        """
+        st = self.st
+        sizes = np.array([m.bit_count() for m in st.masks], dtype=np.int64)
+        bounds = np.searchsorted(st.pair_start, np.arange(self.num_states + 1))
+        cuts = np.flatnonzero(np.diff(sizes)) + 1
+        edges = np.concatenate([[0], cuts, [self.num_states]])
+        out = []
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            b = min(int(b), self.full)  # the full state starts no stage
+            if a < b:
+                out.append((int(a), b, int(bounds[a]), int(bounds[b])))
+        return out[::-1]
+
+    def relaxation(self, ok: np.ndarray, allowed: np.ndarray):
+        """Fewest stages over walks that never go straight back: ``(h1, w1, h2)``, each ``(S, N)``.
+
+        ``ok`` is per node kind ``(P, K)``. See :meth:`_no_return`: with a
+        stage costing 1 where allowed and a transfer 0 where allowed (``inf``
+        elsewhere), ``h1[s, v]`` is the fewest stages that finish from state
+        ``s`` with a stage on ``v``; ``h1[0].min() > N`` refutes the threshold.
+        """
+        kind = self.kind
+        one = np.where(ok, np.float32(1), np.float32(np.inf))
+
+        def stage(lo: int, hi: int) -> np.ndarray:
+            return one[lo:hi][:, kind]
+
+        def link(s: slice) -> np.ndarray:
+            return np.where(allowed[s], np.float32(0), np.float32(np.inf))
+
+        return self._no_return(stage, link, np.add, np.float32)
+
+    @cached_property
+    def walk_bound_s(self) -> float:
+        """A lower bound on every plan: the best bottleneck over no-return walks.
+
+        The recursion of :meth:`_no_return` in the (min, max) semiring: a
+        stage costs its stage-level load on the node where it fits
+        (compute; the star model's traffic), a transfer its time on the link.
+        A plan is such a walk (on distinct nodes, so it never goes straight
+        back), and its bottleneck is at least the max of those terms (under
+        ``sum``, a stage's load is at least each of its three terms), so the
+        least bottleneck over the walks bounds every plan. It ignores the
+        number of stages and distinctness beyond one step, so it can be
+        below the optimum; it is often equal to it.
+        """
+        kind = self.kind
+        cost = np.where(self.fits_k, self.level_k, np.inf)
+
+        def stage(lo: int, hi: int) -> np.ndarray:
+            return cost[lo:hi][:, kind]
+
+        def link(s: slice) -> np.ndarray:
+            return self.tau[s]
+
+        h1, _, _ = self._no_return(stage, link, np.maximum, np.float64)
+        return float(h1[0].min()) if self.num_nodes else math.inf
+
+    def _no_return(self, stage, link, op, dtype):
+        """Best completions over walks with no ``u -> v -> u`` step: ``(h1, w1, h2)``, each ``(S, N)``.
+
+        A walk from state ``s`` runs stages on nodes; consecutive stages
+        ``(s, t)`` on ``v`` then ``(t, t')`` on ``w`` pay a transfer
+        ``link[t, v, w]``; a stage ``q`` on ``v`` pays ``stage[q, v]``; costs
+        combine by ``op`` (``add``: counts; ``maximum``: bottlenecks), ``inf``
+        meaning "not allowed". Over the walks that start from ``s`` with a
+        stage on ``v`` and never go straight back: ``h1[s, v]`` is the best
+        cost, ``w1[s, v]`` the node after ``v`` in one best walk (``-1``:
+        ``v``'s stage is the last), and ``h2[s, v]`` the best cost among
+        walks whose next node is not ``w1[s, v]``. Coming from ``u``, the
+        best walk that does not return to ``u`` costs ``h2`` if ``w1 == u``
+        and ``h1`` otherwise, which is what the recursion needs: the
+        typical blind spot of walks, a pair of stages bouncing over the one
+        fast link (``a -> b -> a``), is closed by keeping two values per
+        state. ``stage(lo, hi)`` gives the costs of stages ``lo..hi-1``
+        ``(Q, N)`` and ``link(slice)`` those of a range of states
+        ``(states, N, N)``; one vectorised step per group of equal-size
+        states, largest first.
+        """
+        st, n, ns = self.st, self.num_nodes, self.num_states
+        inf = dtype(np.inf)
+        h1 = np.full((ns, n), inf, dtype=dtype)
+        h2 = np.full((ns, n), inf, dtype=dtype)
+        w1 = np.full((ns, n), -1, dtype=np.int64)
+        # after a stage on v ends at state t: best / second-best over the next node
+        g1 = np.full((ns, n), inf, dtype=dtype)
+        g2 = np.full((ns, n), inf, dtype=dtype)
+        a1 = np.full((ns, n), -1, dtype=np.int64)
+        g1[self.full] = 0
+        cols = np.arange(n)
+        for first, stop, lo, hi in self._levels:
+            if hi > lo:
+                ends = st.pair_end[lo:hi]
+                c = stage(lo, hi)
+                starts, seg = np.unique(st.pair_start[lo:hi], return_index=True)
+                owner = np.repeat(np.arange(starts.size), np.diff(np.append(seg, hi - lo)))
+                x = op(c, g1[ends])
+                val = np.minimum.reduceat(x, seg, axis=0)
+                nxt = a1[ends]
+                hit = x == val[owner]
+                w = np.minimum.reduceat(np.where(hit, nxt, n), seg, axis=0)
+                w = np.where(val < inf, w, -1)
+                h1[starts], w1[starts] = val, w
+                other = np.where(nxt != w[owner], g1[ends], g2[ends])
+                h2[starts] = np.minimum.reduceat(op(c, other), seg, axis=0)
+            s = slice(first, stop)
+            # (states, v, w): the best walk after v from w, not returning to v
+            back = w1[s][:, None, :] == cols[None, :, None]
+            comp = np.where(back, h2[s][:, None, :], h1[s][:, None, :])
+            vals = op(link(s), comp)
+            arg = vals.argmin(axis=2)
+            top = np.take_along_axis(vals, arg[:, :, None], axis=2)[:, :, 0]
+            g1[s] = top
+            a1[s] = np.where(top < inf, arg, -1)
+            np.put_along_axis(vals, arg[:, :, None], inf, axis=2)
+            g2[s] = vals.min(axis=2)
+        return h1, w1, h2
 
     def decide(self, theta: float, time_s: float = math.inf, states=None, use_lp: bool = False):
         """``(status, plan, h)`` for threshold ``theta`` (``feasible``/``infeasible``/``unknown``)."""
@@ -423,15 +563,15 @@ class StateSearch:
                 return "infeasible", None, None
             self.stats["relaxation_decided"] += 1
             return "feasible", self._best_plan, None
-        ok, allowed = self._threshold(theta)
+        ok, allowed = self._threshold(theta, per_node=False)
         n = self.num_nodes
-        h = self.relaxation(ok, allowed)
+        h, w1, h2 = self.relaxation(ok, allowed)
         if h[0].min() > n:
             self.stats["relaxation_refuted"] += 1
             return "infeasible", None, h
         budget = self.dfs_budget if states is None else states
         try:
-            plan = self._search(theta, ok, allowed, h, time_s, budget)
+            plan = self._search(theta, ok, allowed, (h, w1, h2), time_s, budget)
         except Unknown:
             return "unknown", None, h
         if plan is None:
@@ -454,12 +594,16 @@ class StateSearch:
         if self._best_value is not None:
             return self._best_value
         st, n, full = self.st, self.num_nodes, self.full
-        w = np.where(self.fits[:, 0], self.level[:, 0], np.inf)
+        w = np.where(self.fits_k[:, 0], self.level_k[:, 0], np.inf)
         link = self.tau[:, 0, 1].copy() if n > 1 else np.full(self.num_states, np.inf)
         link[full] = 0.0
         w = np.maximum(w, link[st.pair_end])
-        order = np.argsort(st.pair_end, kind="stable")
-        ends, first = np.unique(st.pair_end[order], return_index=True)
+        # a radix sort when the state numbers fit 16 bits
+        key = st.pair_end.astype(np.uint16) if self.num_states <= 1 << 16 else st.pair_end
+        order = np.argsort(key, kind="stable")
+        by_end = st.pair_end[order]
+        first = np.flatnonzero(np.r_[True, by_end[1:] != by_end[:-1]]) if by_end.size else by_end
+        ends = by_end[first]
         starts, w = st.pair_start[order], w[order]
         best = np.full(self.num_states, np.inf)
         best[0] = 0.0
@@ -474,7 +618,7 @@ class StateSearch:
             best = new
         value = float(best[full])
         if math.isfinite(value):
-            ok, allowed = self._threshold(value)
+            ok, allowed = self._threshold(value, per_node=False)
             path = self._fewest_stages(ok[:, 0], allowed)
             if path is None:  # cannot happen: the rounds found such a path
                 raise AssertionError("bottleneck rounds and fewest-stages search disagree")
@@ -529,7 +673,7 @@ class StateSearch:
             s, t = int(st.pair_start[q]), int(st.pair_end[q])
             stages.append(OpStage(st.stage_ops(s, t), v))
             out = 0.0 if j + 1 == len(path) else float(self.tau[t, v, path[j + 1][1]])
-            c = float(self.level[q, v])
+            c = float(self.level_k[q, self.kind[v]])
             load = (c + incoming) + out if self.sum else (c if self.star else max(c, out))
             value = max(value, load)
             incoming = out
@@ -537,84 +681,120 @@ class StateSearch:
         self._values[plan] = value
         return plan
 
-    def _search(self, theta, ok, allowed, h, time_s, budget) -> Plan | None:
+    def _search(self, theta, ok, allowed, relaxed, time_s, budget) -> Plan | None:
         st, n, full = self.st, self.num_nodes, self.full
+        h, w1, h2 = relaxed
         dead = self._dead
         stop_at = min(self.deadline, time.perf_counter() + time_s)
         limit = self.expanded + budget
-        tau, ct = self.tau, self.ct
+        tau, ct, kind = self.tau, self.ct_k, self.kind
         path: list[tuple[int, int]] = []  # (stage index, node), filled on success
         pair_start, pair_end = st.pair_start, st.pair_end
         taken = np.zeros(n, dtype=bool)  # the nodes of the current path
         big = n + 2
 
-        def as_bits(states: np.ndarray) -> int:
-            flags = np.zeros(self.num_states, dtype=bool)
-            flags[states] = True
-            return int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
+        def expand(v: int, starts: np.ndarray, used: int, k: int, prev: int) -> int | None:
+            """``None`` if a plan was found (in ``path``), else the *reason*: used nodes it needed.
 
-        def expand(v: int, starts: np.ndarray, used: int, k: int, prev: int) -> bool:
+            The reason is the set of nodes whose being used blocked a move here
+            or below; the failure holds for every state with the same last
+            node, at most these starts, at least these nodes used, at least
+            ``k`` stages so far and at most this threshold.
+            """
             self.expanded += 1
             self.stats["states"] += 1
             if self.expanded > limit or time.perf_counter() > stop_at:
                 raise Unknown
             ps = np.concatenate([st.pairs_from[s] for s in starts])
-            ps = ps[ok[ps, v]]
+            kv = kind[v]
+            ps = ps[ok[ps, kv]]
             tin = np.zeros(ps.size)
             if self.sum and prev >= 0:
                 tin = tau[pair_start[ps], prev, v]
-                ps, tin = ps[ct[ps, v] + tin <= theta], tin[ct[ps, v] + tin <= theta]
+                keep = ct[ps, kv] + tin <= theta
+                ps, tin = ps[keep], tin[keep]
             ends = pair_end[ps]
             done = np.flatnonzero(ends == full)
             if done.size:
                 path.append((int(ps[done[0]]), v))
-                return True
+                return None
             if k >= n:
-                return False
-            hs = h[ends, :]
-            move = allowed[ends, v, :] & ~taken[None, :] & (hs <= n - k)  # (ps, w)
+                return 0
+            # fewest stages after moving on to w, which cannot come straight back to v
+            hs = np.where(w1[ends, :] == v, h2[ends, :], h[ends, :])
+            move = allowed[ends, v, :] & (hs <= n - k)  # (ps, w)
             if self.sum:
-                move &= (ct[ps, v] + tin)[:, None] + tau[ends, v, :] <= theta
-            nxt = np.flatnonzero(move.any(axis=0))
+                move &= (ct[ps, kv] + tin)[:, None] + tau[ends, v, :] <= theta
+            reachable = move.any(axis=0)
+            reason = 0
+            for x in np.flatnonzero(reachable & taken):
+                reason |= 1 << int(x)
+            move &= ~taken[None, :]
+            nxt = np.flatnonzero(reachable & ~taken)
             if nxt.size == 0:
-                return False
+                return reason
             score = np.where(move[:, nxt], hs[:, nxt], big).min(axis=0)
-            for w in nxt[np.argsort(score, kind="stable")]:
-                w = int(w)
-                new = np.unique(ends[move[:, w]])
-                bits = as_bits(new)
+            key_prev = v if self.sum else -1
+            nxt = nxt[np.argsort(score, kind="stable")]
+            # every child's start set at once: the distinct ends it may start from
+            by_end = np.argsort(ends, kind="stable")
+            sorted_ends = ends[by_end]
+            first = np.flatnonzero(np.r_[True, sorted_ends[1:] != sorted_ends[:-1]])
+            uniq = sorted_ends[first]
+            starts_of = np.maximum.reduceat(move[by_end][:, nxt], first, axis=0)  # (ends, kids)
+            flags = np.zeros((nxt.size, self.num_states), dtype=bool)
+            flags[:, uniq] = starts_of.T
+            packed = np.packbits(flags, axis=1, bitorder="little")
+            for j, w in enumerate(nxt.tolist()):
+                new = uniq[starts_of[:, j]]
+                bits = int.from_bytes(packed[j].tobytes(), "little")
                 mask = used | (1 << w)
-                key_prev = v if self.sum else -1
                 known = dead.get(w, [])
-                if any(
-                    t >= theta and (u & ~mask) == 0 and (sb & ~bits) == 0 and pv == key_prev
-                    for u, sb, t, pv in known
-                ):
+                hit = next(
+                    (
+                        u
+                        for u, sb, t, pv, kk in known
+                        if (u & ~mask) == 0
+                        and t >= theta
+                        and kk <= k + 1
+                        and pv == key_prev
+                        and (sb & ~bits) == 0
+                    ),
+                    None,
+                )
+                if hit is not None:
                     self.stats["dead_end_hits"] += 1
+                    reason |= hit & ~(1 << w)
                     continue
                 taken[w] = True
-                found = expand(w, new, mask, k + 1, v)
+                why = expand(w, new, mask, k + 1, v)
                 taken[w] = False
-                if found:
+                if why is None:
                     q = ps[move[:, w] & np.isin(ends, [pair_start[path[-1][0]]])][0]
                     path.append((int(q), v))
-                    return True
+                    return None
+                why &= ~(1 << w)
+                reason |= why
                 dead[w] = [
-                    (u, sb, t, pv)
-                    for u, sb, t, pv in known
+                    (u, sb, t, pv, kk)
+                    for u, sb, t, pv, kk in known
                     if not (
-                        t <= theta and (mask & ~u) == 0 and (sb & ~bits) == 0 and pv == key_prev
+                        t <= theta
+                        and (why & ~u) == 0
+                        and (sb & ~bits) == 0
+                        and pv == key_prev
+                        and kk >= k + 1
                     )
                 ]
-                dead[w].append((mask, bits, theta, key_prev))
-            return False
+                dead[w].append((why, bits, theta, key_prev, k + 1))
+            return reason & ~(1 << v)
 
         for v in np.argsort(h[0], kind="stable"):
             v = int(v)
             if h[0, v] > n:
                 continue
             taken[v] = True
-            found = expand(v, np.array([0]), 1 << v, 1, -1)
+            found = expand(v, np.array([0]), 1 << v, 1, -1) is None
             taken[v] = False
             if found:
                 return self._plan(path[::-1])
