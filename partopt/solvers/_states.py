@@ -14,22 +14,32 @@ memory). The ``sum`` objective couples a stage's compute with its incoming
 and outgoing transfer; the search checks the coupled sum exactly, the
 relaxation checks its three terms separately (a weaker, still valid test).
 
-1. **Relaxation.** Ignoring node distinctness, the fewest stages that
-   finish from state ``s`` with a stage on ``v`` (``h[s, v]``) is a backward
-   dynamic program over the states (subsets before supersets). More than
-   :math:`N` stages from state 0 refutes :math:`\theta`. When the nodes are
-   interchangeable (equal memory and speed, equal links) a walk of at most
-   :math:`N` stages maps onto distinct nodes, so the relaxation decides;
-   there the least feasible threshold itself is a bottleneck path of at
-   most :math:`N` stages (``N`` vectorised min-max rounds, computed once),
-   and every decision compares against it. Under the star model, when the
-   stages hit their cap, only those with compute in a window that provably
-   holds every stage of a plan at most a known upper bound are generated.
-2. **Path search.** Depth-first over simple node paths; a search state is
+1. **Walk bound.** The least bottleneck over walks of stages that never go
+   straight back (``u -> v -> u``), a (min, max) dynamic program over the
+   states (:meth:`StateSearch._no_return`, two values per state), is a lower
+   bound on every plan and often the optimum itself.
+2. **Relaxation.** The same recursion counting stages at a threshold: the
+   fewest stages that finish from state ``s`` with a stage on ``v``
+   (``h[s, v]``) over such walks; more than :math:`N` stages from state 0
+   refutes :math:`\theta`. When the nodes are interchangeable (equal memory
+   and speed, equal links) a walk of at most :math:`N` stages maps onto
+   distinct nodes, so the relaxation decides: the least feasible threshold
+   is a bottleneck path of at most :math:`N` stages (``N`` vectorised
+   min-max rounds, computed once), which is both the bound and the
+   incumbent. Under the star model, when the stages hit their cap, only
+   those with compute in a window that provably holds every stage of a
+   plan at most a known upper bound are generated.
+3. **Path search.** Depth-first over simple node paths; a search state is
    (last node, used nodes, the set of boundary states where the last node's
-   stage may start), pruned by the relaxation and memoised as dead ends with
-   the dominance of the chain search (fewer starts, more used nodes, smaller
-   threshold), across thresholds.
+   stage may start), pruned by the relaxation (a next node may not return
+   to the last one) and memoised as dead ends across thresholds. A dead end
+   records only the used nodes that blocked a move in its subtree (its
+   *reason*) and the number of stages so far, so it also holds for any
+   state with the same last node, fewer starts, those nodes used, at least
+   as many stages and a smaller threshold.
+
+Stage fit and load depend on a node only through its *kind* (memory, and
+speed when compute counts), so the per-stage tables are stages x kinds.
 """
 
 from __future__ import annotations
