@@ -133,6 +133,12 @@ def _checked_arguments(problem, method, time_limit_s, seed, options):
     if not isinstance(method, str):
         raise TypeError(f"method must be a method name (str), got {method!r}")
     info_ = solvers.get(method)
+    if isinstance(problem, DagProblem) and not info_.dag:
+        able = ", ".join(name for name, m in solvers.available().items() if m.dag)
+        raise solvers.SolverRefused(
+            f"method {method!r} plans chains only; for DAG cuts use one of {able}, "
+            "or plan a chain (cuts single or multi)"
+        )
     if time_limit_s is not None:
         time_limit_s = check_real(time_limit_s, "time_limit_s", minimum=0.0, allow_inf=True)
         if math.isinf(time_limit_s):

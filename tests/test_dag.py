@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from tests.strategies import clusters
 from tests.strategies_graphs import dag_models
 
 OBJ = ("communication", "max", "sum", "star")
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 @st.composite
@@ -409,3 +411,31 @@ def test_inspect_dag_counts_ideals(capsys, tmp_path):
     assert "8 ideals" in capsys.readouterr().out
     assert main(["inspect", str(path), "--cuts", "dag", "--max-states", "3"]) == 0
     assert "more than 3 ideals" in capsys.readouterr().out
+
+
+def test_chain_only_methods_refuse_dag_problems_in_one_line(capsys):
+    from partopt.cli.main import main
+    from partopt.solvers import SolverRefused, available
+
+    p = _diamond_problem()
+    chain_only = [name for name, m in available().items() if not m.dag]
+    assert "greedy" in chain_only and "exact" not in chain_only
+    for name in chain_only:
+        with pytest.raises(SolverRefused, match="plans chains only"):
+            solve(p, name)
+    code = main(
+        [
+            "solve",
+            str(MODELS / "resnet50.onnx"),
+            "--cuts",
+            "dag",
+            "--method",
+            "greedy",
+            "--paper-cluster",
+            "10",
+            "--capacity-mb",
+            "64",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "plans chains only" in err[0]

@@ -459,7 +459,8 @@ def cmd_cluster(args) -> int:
 
 def cmd_methods(args) -> int:
     for name, info in solvers.available().items():
-        print(f"{name:20s} {'exact ' if info.exact else '      '} {info.description}")
+        kind = ("exact " if info.exact else "      ") + ("dag " if info.dag else "    ")
+        print(f"{name:20s} {kind} {info.description}")
     return 0
 
 

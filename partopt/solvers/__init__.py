@@ -69,20 +69,25 @@ class SolverInfo:
     fn: Callable[..., SolverOutput]
     exact: bool
     description: str
+    dag: bool = False
+    """Whether the method plans :class:`~partopt.dag.DagProblem` instances (DAG cuts)."""
 
 
 _REGISTRY: dict[str, SolverInfo] = {}
 _loaded = False
 
 
-def register(name: str, *, exact: bool = False, description: str = ""):
-    """Decorator adding a solver under ``name``; ``exact`` solvers prove optimality."""
+def register(name: str, *, exact: bool = False, description: str = "", dag: bool = False):
+    """Decorator adding a solver under ``name``; ``exact`` solvers prove optimality.
+
+    ``dag``: the solver also plans DAG problems (stages that are operator sets).
+    """
 
     def deco(fn):
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"solver {name!r} registered twice")
         _REGISTRY[name] = SolverInfo(
-            name, fn, exact, description or (fn.__doc__ or "").strip().split("\n")[0]
+            name, fn, exact, description or (fn.__doc__ or "").strip().split("\n")[0], dag
         )
         return fn
 

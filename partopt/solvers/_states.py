@@ -38,6 +38,10 @@ relaxation checks its three terms separately (a weaker, still valid test).
    state with the same last node, fewer starts, those nodes used, at least
    as many stages and a smaller threshold.
 
+A full decision whose search exceeds its state budget goes to the DAG
+MILP (:mod:`partopt.solvers.dag_milp`) when that model is small enough to
+build, and otherwise searches on until the deadline.
+
 Stage fit and load depend on a node only through its *kind* (memory, and
 speed when compute counts), so the per-stage tables are stages x kinds.
 """
@@ -58,6 +62,13 @@ __all__ = ["StateSearch", "MAX_TAU_ENTRIES"]
 
 MAX_TAU_ENTRIES = 30_000_000
 """Largest states x nodes x nodes transfer table the search builds."""
+
+INITIAL_PLAN_S = 2.0
+"""Seconds the incumbent from the topological-order chain may take."""
+
+MAX_SPLIT_KINDS = 8
+"""With at most this many node kinds, the walk recursions run kind by kind over the stages
+allowed on each kind; with more, over all stages and nodes at once."""
 
 MAX_SUM_CANDIDATES = 20_000_000
 """Largest stage x node^3 enumeration of candidate values under the ``sum`` objective."""
@@ -361,8 +372,9 @@ class StateSearch:
         """An incumbent: the multi-tensor chain's optimum (the DAG's topological order), or ``None``.
 
         Its prefixes are states of every state space, so it is a DAG plan;
-        solved by ``exact`` on that chain for a quarter of the time left (10 s
-        without a limit), for the ``communication`` and ``max`` objectives.
+        found by the exact engine's budgeted mode (``bottleneck-search``) on
+        that chain in at most :data:`INITIAL_PLAN_S` (and a quarter of the
+        time left), for the ``communication`` and ``max`` objectives.
         On interchangeable nodes: the relaxation's optimal plan.
         """
         prob, dag = self.problem, self.problem.dag
@@ -395,10 +407,12 @@ class StateSearch:
         )
         cl = prob.cluster
         plain = type(cl)(cl.names, cl.memory_bytes, cl.bandwidth_mbps, cl.flops_per_s)
-        left = 10.0 if math.isinf(deadline) else max(0.0, (deadline - time.perf_counter()) / 4)
-        from partopt.solvers.exact import solve_exact
+        left = INITIAL_PLAN_S
+        if not math.isinf(deadline):
+            left = min(left, max(0.0, (deadline - time.perf_counter()) / 4))
+        from partopt.solvers.exact import solve_bottleneck_search
 
-        out = solve_exact(
+        out = solve_bottleneck_search(
             Problem(chain, plain, prob.memory, "bytes", prob.objective), time_limit_s=left
         )
         if out.plan is None:
@@ -466,16 +480,12 @@ class StateSearch:
         elsewhere), ``h1[s, v]`` is the fewest stages that finish from state
         ``s`` with a stage on ``v``; ``h1[0].min() > N`` refutes the threshold.
         """
-        kind = self.kind
         one = np.where(ok, np.float32(1), np.float32(np.inf))
-
-        def stage(lo: int, hi: int) -> np.ndarray:
-            return one[lo:hi][:, kind]
 
         def link(s: slice) -> np.ndarray:
             return np.where(allowed[s], np.float32(0), np.float32(np.inf))
 
-        return self._no_return(stage, link, np.add, np.float32)
+        return self._no_return(one, link, np.add, np.float32)
 
     @cached_property
     def walk_bound_s(self) -> float:
@@ -491,19 +501,15 @@ class StateSearch:
         number of stages and distinctness beyond one step, so it can be
         below the optimum; it is often equal to it.
         """
-        kind = self.kind
         cost = np.where(self.fits_k, self.level_k, np.inf)
-
-        def stage(lo: int, hi: int) -> np.ndarray:
-            return cost[lo:hi][:, kind]
 
         def link(s: slice) -> np.ndarray:
             return self.tau[s]
 
-        h1, _, _ = self._no_return(stage, link, np.maximum, np.float64)
+        h1, _, _ = self._no_return(cost, link, np.maximum, np.float64)
         return float(h1[0].min()) if self.num_nodes else math.inf
 
-    def _no_return(self, stage, link, op, dtype):
+    def _no_return(self, cost, link, op, dtype):
         """Best completions over walks with no ``u -> v -> u`` step: ``(h1, w1, h2)``, each ``(S, N)``.
 
         A walk from state ``s`` runs stages on nodes; consecutive stages
@@ -519,10 +525,11 @@ class StateSearch:
         and ``h1`` otherwise, which is what the recursion needs: the
         typical blind spot of walks, a pair of stages bouncing over the one
         fast link (``a -> b -> a``), is closed by keeping two values per
-        state. ``stage(lo, hi)`` gives the costs of stages ``lo..hi-1``
-        ``(Q, N)`` and ``link(slice)`` those of a range of states
+        state. ``cost`` holds the stage costs per node kind ``(P, K)`` and
+        ``link(slice)`` gives the transfer costs of a range of states
         ``(states, N, N)``; one vectorised step per group of equal-size
-        states, largest first.
+        states, largest first, and per node kind when there are few kinds
+        (then only the stages allowed on the kind are touched).
         """
         st, n, ns = self.st, self.num_nodes, self.num_states
         inf = dtype(np.inf)
@@ -535,21 +542,35 @@ class StateSearch:
         a1 = np.full((ns, n), -1, dtype=np.int64)
         g1[self.full] = 0
         cols = np.arange(n)
+        kinds = cost.shape[1]
+        if kinds <= MAX_SPLIT_KINDS:  # node columns of each kind, each kind's stages apart
+            groups = [(k, np.flatnonzero(self.kind == k)) for k in range(kinds)]
+        else:
+            groups = [(-1, slice(None))]
         for first, stop, lo, hi in self._levels:
-            if hi > lo:
-                ends = st.pair_end[lo:hi]
-                c = stage(lo, hi)
-                starts, seg = np.unique(st.pair_start[lo:hi], return_index=True)
-                owner = np.repeat(np.arange(starts.size), np.diff(np.append(seg, hi - lo)))
-                x = op(c, g1[ends])
+            for k, nodes in groups if hi > lo else ():
+                if k < 0:
+                    rows = np.arange(lo, hi)
+                    c = cost[lo:hi][:, self.kind]
+                else:
+                    rows = lo + np.flatnonzero(cost[lo:hi, k] < inf)
+                    if rows.size == 0:
+                        continue
+                    c = cost[rows, k][:, None]
+                ends = st.pair_end[rows]
+                starts, seg = np.unique(st.pair_start[rows], return_index=True)
+                owner = np.repeat(np.arange(starts.size), np.diff(np.append(seg, rows.size)))
+                ge = g1[ends][:, nodes]
+                x = op(c, ge)
                 val = np.minimum.reduceat(x, seg, axis=0)
-                nxt = a1[ends]
+                nxt = a1[ends][:, nodes]
                 hit = x == val[owner]
                 w = np.minimum.reduceat(np.where(hit, nxt, n), seg, axis=0)
                 w = np.where(val < inf, w, -1)
-                h1[starts], w1[starts] = val, w
-                other = np.where(nxt != w[owner], g1[ends], g2[ends])
-                h2[starts] = np.minimum.reduceat(op(c, other), seg, axis=0)
+                cell = starts if k < 0 else np.ix_(starts, nodes)
+                h1[cell], w1[cell] = val, w
+                other = np.where(nxt != w[owner], ge, g2[ends][:, nodes])
+                h2[cell] = np.minimum.reduceat(op(c, other), seg, axis=0)
             s = slice(first, stop)
             # (states, v, w): the best walk after v from w, not returning to v
             back = w1[s][:, None, :] == cols[None, :, None]
@@ -580,6 +601,8 @@ class StateSearch:
             self.stats["relaxation_refuted"] += 1
             return "infeasible", None, h
         budget = self.dfs_budget if states is None else states
+        if math.isinf(time_s) and states is None and not self._milp_can_take(ok, allowed):
+            budget = math.inf  # no MILP to hand the threshold to: search until the deadline
         try:
             plan = self._search(theta, ok, allowed, (h, w1, h2), time_s, budget)
         except Unknown:
@@ -589,6 +612,12 @@ class StateSearch:
             return "infeasible", None, h
         self.stats["search_feasible"] += 1
         return "feasible", plan, h
+
+    def _milp_can_take(self, ok: np.ndarray, allowed: np.ndarray) -> bool:
+        """Whether the fallback MILP at this threshold is small enough to be built."""
+        from partopt.solvers.dag_milp import MAX_COLUMNS, milp_columns
+
+        return milp_columns(self, ok, allowed) <= MAX_COLUMNS
 
     def _interchangeable_optimum(self) -> float:
         """On interchangeable nodes: the least threshold with a plan (``inf`` if none), once.
@@ -702,6 +731,21 @@ class StateSearch:
         pair_start, pair_end = st.pair_start, st.pair_end
         taken = np.zeros(n, dtype=bool)  # the nodes of the current path
         big = n + 2
+        by_kind: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+        def stages_from(starts: np.ndarray, kv: int) -> np.ndarray:
+            """The stages allowed on kind ``kv`` from any of ``starts`` (one gather of ranges)."""
+            if kv not in by_kind:  # stages by start, those allowed on the kind only
+                sel = np.flatnonzero(ok[:, kv])
+                by_kind[kv] = (sel, np.searchsorted(pair_start[sel], np.arange(full + 2)))
+            sel, ptr = by_kind[kv]
+            lo, hi = ptr[starts], ptr[starts + 1]
+            size = hi - lo
+            total = int(size.sum())
+            if total == 0:
+                return sel[:0]
+            shift = np.repeat(lo - np.cumsum(size) + size, size)
+            return sel[shift + np.arange(total)]
 
         def expand(v: int, starts: np.ndarray, used: int, k: int, prev: int) -> int | None:
             """``None`` if a plan was found (in ``path``), else the *reason*: used nodes it needed.
@@ -715,9 +759,8 @@ class StateSearch:
             self.stats["states"] += 1
             if self.expanded > limit or time.perf_counter() > stop_at:
                 raise Unknown
-            ps = np.concatenate([st.pairs_from[s] for s in starts])
             kv = kind[v]
-            ps = ps[ok[ps, kv]]
+            ps = stages_from(starts, kv)
             tin = np.zeros(ps.size)
             if self.sum and prev >= 0:
                 tin = tau[pair_start[ps], prev, v]
@@ -730,11 +773,19 @@ class StateSearch:
                 return None
             if k >= n:
                 return 0
+            if self.sum:  # the coupled sum needs each stage's own incoming transfer: a row each
+                rows = ends
+            else:  # otherwise only where a stage ends matters: a row per distinct end
+                mark = np.zeros(self.num_states, dtype=bool)
+                mark[ends] = True
+                rows = np.flatnonzero(mark)
             # fewest stages after moving on to w, which cannot come straight back to v
-            hs = np.where(w1[ends, :] == v, h2[ends, :], h[ends, :])
-            move = allowed[ends, v, :] & (hs <= n - k)  # (ps, w)
+            hs = h[rows, :]
+            back = w1[rows, :] == v
+            hs[back] = h2[rows, :][back]
+            move = allowed[rows, v, :] & (hs <= n - k)  # (rows, w)
             if self.sum:
-                move &= (ct[ps, kv] + tin)[:, None] + tau[ends, v, :] <= theta
+                move &= (ct[ps, kv] + tin)[:, None] + tau[rows, v, :] <= theta
             reachable = move.any(axis=0)
             reason = 0
             for x in np.flatnonzero(reachable & taken):
@@ -747,56 +798,67 @@ class StateSearch:
             key_prev = v if self.sum else -1
             nxt = nxt[np.argsort(score, kind="stable")]
             # every child's start set at once: the distinct ends it may start from
-            by_end = np.argsort(ends, kind="stable")
-            sorted_ends = ends[by_end]
-            first = np.flatnonzero(np.r_[True, sorted_ends[1:] != sorted_ends[:-1]])
-            uniq = sorted_ends[first]
-            starts_of = np.maximum.reduceat(move[by_end][:, nxt], first, axis=0)  # (ends, kids)
+            if self.sum:
+                by_end = np.argsort(rows, kind="stable")
+                sorted_ends = rows[by_end]
+                first = np.flatnonzero(np.r_[True, sorted_ends[1:] != sorted_ends[:-1]])
+                uniq = sorted_ends[first]
+                starts_of = np.maximum.reduceat(move[by_end][:, nxt], first, axis=0)
+            else:
+                uniq, starts_of = rows, move[:, nxt]  # (ends, kids)
             flags = np.zeros((nxt.size, self.num_states), dtype=bool)
             flags[:, uniq] = starts_of.T
             packed = np.packbits(flags, axis=1, bitorder="little")
+            hits = 0
             for j, w in enumerate(nxt.tolist()):
-                new = uniq[starts_of[:, j]]
-                bits = int.from_bytes(packed[j].tobytes(), "little")
                 mask = used | (1 << w)
-                known = dead.get(w, [])
-                hit = next(
-                    (
-                        u
-                        for u, sb, t, pv, kk in known
-                        if (u & ~mask) == 0
-                        and t >= theta
-                        and kk <= k + 1
-                        and pv == key_prev
-                        and (sb & ~bits) == 0
-                    ),
-                    None,
-                )
-                if hit is not None:
-                    self.stats["dead_end_hits"] += 1
-                    reason |= hit & ~(1 << w)
-                    continue
+                known = dead.get(w)
+                bits = -1  # packed on first need
+                if known:
+                    hit = -1
+                    for i, (u, sb, t, pv, kk) in enumerate(known):
+                        if (u & ~mask) or t < theta or kk > k + 1 or pv != key_prev:
+                            continue
+                        if bits < 0:
+                            bits = int.from_bytes(packed[j].tobytes(), "little")
+                        if sb & ~bits == 0:
+                            hit = i
+                            break
+                    if hit >= 0:
+                        hits += 1
+                        if hit:  # the entry that hit is tried first next time
+                            known.insert(0, known.pop(hit))
+                        reason |= known[0][0] & ~(1 << w)
+                        continue
+                else:
+                    known = []
+                if bits < 0:
+                    bits = int.from_bytes(packed[j].tobytes(), "little")
                 taken[w] = True
-                why = expand(w, new, mask, k + 1, v)
+                why = expand(w, uniq[starts_of[:, j]], mask, k + 1, v)
                 taken[w] = False
                 if why is None:
-                    q = ps[move[:, w] & np.isin(ends, [pair_start[path[-1][0]]])][0]
+                    into = ends == pair_start[path[-1][0]]
+                    q = ps[into & move[:, w]][0] if self.sum else ps[into][0]
                     path.append((int(q), v))
                     return None
                 why &= ~(1 << w)
                 reason |= why
-                dead[w] = [
-                    (u, sb, t, pv, kk)
-                    for u, sb, t, pv, kk in known
-                    if not (
-                        t <= theta
-                        and (why & ~u) == 0
-                        and (sb & ~bits) == 0
-                        and pv == key_prev
-                        and kk >= k + 1
-                    )
-                ]
-                dead[w].append((why, bits, theta, key_prev, k + 1))
+                if len(known) % 8 == 7:  # now and then, drop what the new entry covers
+                    known = [
+                        (u, sb, t, pv, kk)
+                        for u, sb, t, pv, kk in known
+                        if not (
+                            t <= theta
+                            and (why & ~u) == 0
+                            and (sb & ~bits) == 0
+                            and pv == key_prev
+                            and kk >= k + 1
+                        )
+                    ]
+                known.append((why, bits, theta, key_prev, k + 1))
+                dead[w] = known
+            self.stats["dead_end_hits"] += hits
             return reason & ~(1 << v)
 
         for v in np.argsort(h[0], kind="stable"):

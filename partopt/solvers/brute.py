@@ -21,7 +21,7 @@ def count_plans(num_blocks: int, num_nodes: int) -> int:
     )
 
 
-@register("brute", exact=True, description="exhaustive search (tiny instances only)")
+@register("brute", exact=True, dag=True, description="exhaustive search (tiny instances only)")
 def solve_brute(problem: Problem, *, time_limit_s=None, seed: int = 0, **_) -> SolverOutput:
     """Enumerate every partition and every ordered choice of distinct nodes.
 

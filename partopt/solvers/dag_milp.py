@@ -39,12 +39,18 @@ from partopt.solvers import SolverOutput, SolverRefused, register
 from partopt.solvers._limits import milp_decision
 from partopt.solvers._states import StateSearch
 
-__all__ = ["build", "extract_plan", "solve_dag_milp"]
+__all__ = ["MAX_COLUMNS", "build", "extract_plan", "milp_columns", "solve_dag_milp"]
 
 MAX_COLUMNS = 400_000
 """Largest model (stage + transfer variables) built."""
 
 HIGHS_OPTIONS = {"presolve": "off"}
+
+
+def milp_columns(search: StateSearch, ok: np.ndarray, allowed: np.ndarray) -> int:
+    """Variables of the model at a threshold, from the engine's per-kind stage table ``ok``."""
+    per_kind = np.bincount(search.kind, minlength=ok.shape[1])
+    return int(ok.sum(axis=0) @ per_kind) + int(allowed[1 : search.full].sum())
 
 
 def build(
@@ -58,15 +64,16 @@ def build(
     ok, allowed = search._threshold(theta)
     if reachable is not None:
         ok = ok & reachable[st.pair_start]
+    columns = int(ok.sum()) + int(allowed[1:full].sum())  # before any list is built
+    if columns > MAX_COLUMNS:
+        raise SolverRefused(
+            f"the DAG MILP would have {columns:,} variables (limit {MAX_COLUMNS:,})"
+        )
     q, v = np.nonzero(ok)
     stages = list(zip(q.tolist(), v.tolist(), strict=True))
     tt, uu, ww = np.nonzero(allowed)
     keep = (tt != full) & (tt != 0)
     links = list(zip(tt[keep].tolist(), uu[keep].tolist(), ww[keep].tolist(), strict=True))
-    if len(stages) + len(links) > MAX_COLUMNS:
-        raise SolverRefused(
-            f"the DAG MILP would have {len(stages) + len(links):,} variables (limit {MAX_COLUMNS:,})"
-        )
     tau, level, ct = search.tau, search.level, search.ct
     vals = [float(level[p, x]) for p, x in stages] + [float(tau[k]) for k in links]
     upper = max([lower_bound_s, 0.0, *vals]) * (3.0 if search.sum else 1.0)
@@ -178,7 +185,10 @@ def decide(search: StateSearch, theta, lower, seed, threads, h=None):
 
 
 @register(
-    "dag-milp", exact=True, description="stage-flow MILP over the boundary states (DAG problems)"
+    "dag-milp",
+    exact=True,
+    dag=True,
+    description="stage-flow MILP over the boundary states (DAG problems)",
 )
 def solve_dag_milp(
     problem,

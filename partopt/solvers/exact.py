@@ -638,7 +638,12 @@ class ExactSearch:
         return np.unique(out) if distinct else out
 
 
-@register("exact", exact=True, description="certified exact: threshold search, path search, MILP")
+@register(
+    "exact",
+    exact=True,
+    dag=True,
+    description="certified exact: threshold search, path search, MILP",
+)
 def solve_exact(
     problem: Problem,
     *,
@@ -918,6 +923,7 @@ BUDGETED_TIME_S = 2.0
 
 @register(
     "bottleneck-search",
+    dag=True,
     description="the exact engine's budgeted mode: threshold search, small path searches, "
     "no MILP, then local search",
 )
