@@ -75,13 +75,18 @@ def chain_cost_table(rows: list[dict], numbers: dict) -> Table:
     the instances where the DAG beats the multi chain (by more than 1e-6
     relative), the smallest and largest gap (best - bound) / best of the
     unproven DAG runs, the smallest ratio of each pair, the DAG's median and
-    maximum time, and the unproven DAG instances by name.
+    maximum time, and the unproven DAG instances by name; the unproven
+    multi-chain instances by name, and how many of them a proven DAG optimum
+    equal to their plan settles (the DAG optimum is at most the multi-chain
+    optimum, which is at most its plan).
     """
     by: dict[tuple, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         by[(r["model"], r["cluster"], r["capacity_mb"])][r["instance"]][r["cuts"]] = r
     out: list[list] = []
     unproven: list[str] = []
+    multi_unproven: list[str] = []
+    multi_settled = 0  # unproven multi-chain runs whose plan equals a proven DAG optimum
     dag_times: list[float] = []
     gaps: list[float] = []
     totals = {"instances": 0, "proven": 0, "dag_better": 0, "multi_better": 0}
@@ -105,6 +110,14 @@ def chain_cost_table(rows: list[dict], numbers: dict) -> Table:
                     best, bound = _float(dag["bottleneck_s"]), _float(dag.get("bound_s"))
                     if best and bound is not None:
                         gaps.append((best - bound) / best)
+            multi = runs.get("multi")
+            if multi is not None and multi["status"] not in _PROVEN:
+                multi_unproven.append(key)
+                dag = runs.get("dag")
+                vm, vd = v.get("multi"), v.get("dag")
+                if dag is not None and dag["status"] == "optimal" and vm is not None:
+                    # dag optimum <= multi optimum <= multi plan: equal ends settle it
+                    multi_settled += vd is not None and vm <= vd * (1 + 1e-9)
             for a, b, k in (
                 ("dag", "multi", "dm"),
                 ("dag", "single", "ds"),
@@ -147,6 +160,11 @@ def chain_cost_table(rows: list[dict], numbers: dict) -> Table:
     numbers["chain_cost.unproven_instances"] = ", ".join(f"`{k}`" for k in unproven) or "none"
     numbers["chain_cost.unproven_gap_min"] = min(gaps, default=None)
     numbers["chain_cost.unproven_gap_max"] = max(gaps, default=None)
+    numbers["chain_cost.multi_unproven"] = len(multi_unproven)
+    numbers["chain_cost.multi_unproven_instances"] = (
+        ", ".join(f"`{k}`" for k in multi_unproven) or "none"
+    )
+    numbers["chain_cost.multi_settled_by_dag"] = multi_settled
     numbers["chain_cost.dag_better_than_multi"] = totals["dag_better"]
     numbers["chain_cost.multi_better_than_single"] = totals["multi_better"]
     numbers["chain_cost.compared_dag_multi"] = len(lows["dm"])
