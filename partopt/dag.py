@@ -514,15 +514,14 @@ class StateSpace:
         self.masks = masks
         self.index = {m: k for k, m in enumerate(masks)}
         s, n = len(masks), dag.num_ops
-        unit_ops = [np.array(u, dtype=np.int64) for u in units]
-        members = np.zeros((s, n), dtype=bool)
-        for k, m in enumerate(masks):
-            i = 0
-            while m:
-                if m & 1:
-                    members[k, unit_ops[i]] = True
-                m >>= 1
-                i += 1
+        # unit bits of every state at once (little-endian bytes), then each operator's unit
+        width = max(1, (len(units) + 7) // 8)
+        raw = np.frombuffer(b"".join(m.to_bytes(width, "little") for m in masks), np.uint8)
+        unit_bits = np.unpackbits(raw.reshape(s, width), axis=1, bitorder="little")
+        unit_of = np.empty(n, dtype=np.int64)
+        for i, u in enumerate(units):
+            unit_of[list(u)] = i
+        members = unit_bits[:, unit_of].astype(bool)
         members.setflags(write=False)
         self.members = members
         self.num_states = s

@@ -113,9 +113,9 @@ def chain_cost_table(rows: list[dict], numbers: dict) -> Table:
             multi = runs.get("multi")
             if multi is not None and multi["status"] not in _PROVEN:
                 multi_unproven.append(key)
-                dag = runs.get("dag")
+                dag_run = runs.get("dag")
                 vm, vd = v.get("multi"), v.get("dag")
-                if dag is not None and dag["status"] == "optimal" and vm is not None:
+                if dag_run is not None and dag_run["status"] == "optimal" and vm is not None:
                     # dag optimum <= multi optimum <= multi plan: equal ends settle it
                     multi_settled += vd is not None and vm <= vd * (1 + 1e-9)
             for a, b, k in (

@@ -217,12 +217,15 @@ class StateSearch:
         such a threshold is the same as over all stages; above :math:`X` both
         are feasible (the plan found at :math:`X`). The candidate values keep
         the optimum, a load of the optimal plan, whose stages are all kept.
-        :math:`X` starts at the average compute per node (a lower bound: the
+        :math:`X` starts at the optimum over the stages between prefixes of
+        one topological order (a plan's value, so at least the optimum: one
+        round then ends it), or, when there is none or the stages kept at it
+        exceed the cap, at the average compute per node (a lower bound: the
         stages' compute adds up to the total); if the least feasible threshold
         over the kept stages exceeds :math:`X`, that plan's value is an upper
-        bound and becomes :math:`X` (if there is none, :math:`X` grows by 1%),
-        until the least feasible threshold is at most :math:`X` or every stage
-        is kept. Coverage prunes further: in a plan of at most :math:`N`
+        bound and becomes :math:`X` (if there is none, :math:`X` grows by 1%,
+        never past the chain's optimum), until the least feasible threshold
+        is at most :math:`X` or every stage is kept. Coverage prunes further: in a plan of at most :math:`N`
         stages of compute at most :math:`X`, the other stages cover all but
         one stage's compute, so each stage has compute at least
         :math:`C - (N-1) X` (:math:`C` the total); only stages in that window
@@ -237,7 +240,13 @@ class StateSearch:
             weight, scale = np.asarray(problem.dag.flops, dtype=float), float(cl.flops_per_s[0])
         total = float(weight.sum()) / scale
         done = (st.members @ weight) / scale  # compute inside each state
-        x = max(total / n, bounds.lower_bound_s(problem), 0.0)
+        start = max(total / n, bounds.lower_bound_s(problem), 0.0)
+        # the optimum over one chain inside the state space: an upper bound to start from
+        chain = self._prefix_states()
+        self._tables(st.light_stages(weight, total * scale * (1 + 1e-9), 0.0, (chain, chain)))
+        self._best_value, self._best_plan = None, None
+        hint = self._interchangeable_optimum()
+        x = hint if start < hint < math.inf else start
         rounds = 0
         while True:
             rounds += 1
@@ -247,13 +256,29 @@ class StateSearch:
             space = st.light_stages(
                 weight, x * scale * (1 + 1e-12), floor, self._usable(done, low, x)
             )
+            if not space.complete and rounds == 1 and x > start:
+                x = start  # too many stages up there: climb from the bound instead
+                continue
             self._tables(space)
             self._best_value, self._best_plan = None, None
             value = self._interchangeable_optimum()
             if value <= x or every or not space.complete:
                 break
-            x = min(value, 1.01 * x)
+            x = min(value, 1.01 * x, max(hint, x))
         self.stats_light = {"light_rounds": rounds, "light_limit_s": x}
+
+    def _prefix_states(self) -> np.ndarray:
+        """Boolean over the states: the prefixes of the topological unit order (a chain)."""
+        st = self.st
+        prefix = np.zeros(self.num_states, dtype=bool)
+        prefix[[0, self.full]] = True
+        mask = 0
+        for i in range(len(self.problem.dag.units)):
+            mask |= 1 << i
+            k = st.index.get(mask)
+            if k is not None:
+                prefix[k] = True
+        return prefix
 
     def _pair_star(self) -> np.ndarray:
         """Star traffic of every stage ``D = t - s``, from per-state tables.
@@ -637,13 +662,36 @@ class StateSearch:
         link = self.tau[:, 0, 1].copy() if n > 1 else np.full(self.num_states, np.inf)
         link[full] = 0.0
         w = np.maximum(w, link[st.pair_end])
+        # First the stages between prefixes of one topological order (a chain inside
+        # the state space): its optimum is a plan's value, an upper bound U. Every
+        # plan of value <= U uses only stages of weight <= U, so the rounds over
+        # those stages alone give the optimum.
+        prefix = self._prefix_states()
+        chain = np.flatnonzero(prefix[st.pair_start] & prefix[st.pair_end])
+        upper = self._bottleneck_rounds(chain, w[chain])
+        kept = np.flatnonzero(w <= upper) if math.isfinite(upper) else np.arange(w.size)
+        best_full = self._bottleneck_rounds(kept, w[kept])
+        value = float(min(best_full, upper))
+        if math.isfinite(value):
+            ok, allowed = self._threshold(value, per_node=False)
+            path = self._fewest_stages(ok[:, 0], allowed)
+            if path is None:  # cannot happen: the rounds found such a path
+                raise AssertionError("bottleneck rounds and fewest-stages search disagree")
+            self._best_plan = self._plan(path)
+        self._best_value = value
+        return value
+
+    def _bottleneck_rounds(self, stages: np.ndarray, w: np.ndarray) -> float:
+        """The least bottleneck of a path of at most ``N`` of ``stages`` (weights ``w``) to the full state."""
+        st, n = self.st, self.num_nodes
+        ends_all = st.pair_end[stages]
         # a radix sort when the state numbers fit 16 bits
-        key = st.pair_end.astype(np.uint16) if self.num_states <= 1 << 16 else st.pair_end
+        key = ends_all.astype(np.uint16) if self.num_states <= 1 << 16 else ends_all
         order = np.argsort(key, kind="stable")
-        by_end = st.pair_end[order]
+        by_end = ends_all[order]
         first = np.flatnonzero(np.r_[True, by_end[1:] != by_end[:-1]]) if by_end.size else by_end
         ends = by_end[first]
-        starts, w = st.pair_start[order], w[order]
+        starts, w = st.pair_start[stages][order], w[order]
         best = np.full(self.num_states, np.inf)
         best[0] = 0.0
         for _ in range(n):
@@ -655,15 +703,7 @@ class StateSearch:
             if np.array_equal(new, best):
                 break
             best = new
-        value = float(best[full])
-        if math.isfinite(value):
-            ok, allowed = self._threshold(value, per_node=False)
-            path = self._fewest_stages(ok[:, 0], allowed)
-            if path is None:  # cannot happen: the rounds found such a path
-                raise AssertionError("bottleneck rounds and fewest-stages search disagree")
-            self._best_plan = self._plan(path)
-        self._best_value = value
-        return value
+        return float(best[self.full])
 
     def _fewest_stages(self, ok: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]] | None:
         """On interchangeable nodes: a path of at most ``N`` allowed stages, fewest first, or ``None``.
