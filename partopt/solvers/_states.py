@@ -398,8 +398,8 @@ class StateSearch:
 
         Its prefixes are states of every state space, so it is a DAG plan;
         found by the exact engine's budgeted mode (``bottleneck-search``) on
-        that chain in at most :data:`INITIAL_PLAN_S` (and a quarter of the
-        time left), for the ``communication`` and ``max`` objectives.
+        that chain in at most :data:`INITIAL_PLAN_S` (and half the time
+        left), for the ``communication`` and ``max`` objectives.
         On interchangeable nodes: the relaxation's optimal plan.
         """
         prob, dag = self.problem, self.problem.dag
@@ -434,7 +434,7 @@ class StateSearch:
         plain = type(cl)(cl.names, cl.memory_bytes, cl.bandwidth_mbps, cl.flops_per_s)
         left = INITIAL_PLAN_S
         if not math.isinf(deadline):
-            left = min(left, max(0.0, (deadline - time.perf_counter()) / 4))
+            left = min(left, max(0.0, (deadline - time.perf_counter()) / 2))
         from partopt.solvers.exact import solve_bottleneck_search
 
         out = solve_bottleneck_search(

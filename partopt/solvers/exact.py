@@ -822,6 +822,14 @@ class _Driver:
 
     def run(self) -> SolverOutput:
         search = self.search
+        # an incumbent first (when the search offers one): a budget spent on the bounds
+        # still leaves a plan
+        start = getattr(search, "initial_plan", None)
+        if start is not None:
+            plan = start(self.deadline)
+            if plan is not None:
+                self._improve(plan)
+                self.info["initial_s"] = self.upper
         lb = search.lower_bound_s()
         if math.isinf(lb):
             return self._out("infeasible", reason="the lower bounds admit no partition")
@@ -838,12 +846,6 @@ class _Driver:
         theta = search.next_candidate(self.lower)
         step = self.GROWTH
         base = max(self.lower, search.min_positive_candidate())
-        start = getattr(search, "initial_plan", None)
-        if start is not None:
-            plan = start(self.deadline)
-            if plan is not None:
-                self._improve(plan)
-                self.info["initial_s"] = self.upper
         while True:
             if self._timed_out():
                 self._give_up("time limit")
