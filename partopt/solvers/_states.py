@@ -63,6 +63,9 @@ __all__ = ["StateSearch", "MAX_TAU_ENTRIES"]
 MAX_TAU_ENTRIES = 30_000_000
 """Largest states x nodes x nodes transfer table the search builds."""
 
+COSTLY_ENTRIES = 20_000_000
+"""Stages x nodes above which one relaxation takes seconds (the driver then probes less)."""
+
 INITIAL_PLAN_S = 2.0
 """Seconds the incumbent from the topological-order chain may take."""
 
@@ -120,6 +123,8 @@ class StateSearch:
         self.complete = st.complete
         p = st.num_pairs
         self.symmetric = self._interchangeable()
+        # a decision's relaxation takes seconds: the driver probes less
+        self.costly = p * n > COSTLY_ENTRIES
         self.expanded = 0
         # node -> proven dead ends (reason, start bits, threshold, previous node, stages so far)
         self._dead: dict[int, list[tuple[int, int, float, int, int]]] = {}

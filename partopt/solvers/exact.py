@@ -860,8 +860,13 @@ class _Driver:
             # the bound itself is the optimum more often than not, and a plan
             # there ends the search: its probe gets more time
             first = theta == search.next_candidate(self.lower)
-            if self.decide(theta, probe=True, probe_scale=FIRST_PROBE_SCALE if first else 1.0):
+            settled = self.decide(
+                theta, probe=True, probe_scale=FIRST_PROBE_SCALE if first else 1.0
+            )
+            if settled:
                 break
+            if settled is None and self.best is not None and getattr(search, "costly", False):
+                break  # each probe's relaxation costs seconds: go on from the incumbent
             theta = max(base * (1 + step), search.next_candidate(theta * (1 + 1e-12)))
             step *= 2
         # Between the proven bound and the incumbent: bisection over the
