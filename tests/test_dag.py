@@ -225,6 +225,21 @@ def test_exact_equals_brute_force(problem):
 
 
 @settings(max_examples=60)
+@given(dag_problems())
+def test_exact_equals_brute_force_when_decisions_are_costly(problem):
+    # the driver probes less when one relaxation is costly: the optimum must not change
+    from unittest import mock
+
+    from partopt.solvers import _states
+
+    with mock.patch.object(_states, "COSTLY_ENTRIES", -1):
+        exact = solve(problem, "exact")
+    brute = solve(problem, "brute")
+    assert brute.status == exact.status
+    assert _same(brute.bottleneck_s, exact.bottleneck_s)
+
+
+@settings(max_examples=60)
 @given(dag_problems(), st.randoms(use_true_random=False))
 def test_relabelling_nodes_keeps_the_optimum(problem, rnd):
     n = problem.num_nodes
