@@ -789,6 +789,8 @@ class _Driver:
         if status == "unknown":
             if probe:
                 return None
+            if self._timed_out():
+                self._give_up("time limit")  # no time left for the MILP either
             if not self.use_milp:
                 self._give_up("a threshold stayed undecided (path search budget, no MILP)")
             status, plan, bound = self._milp(theta, h)
