@@ -708,7 +708,8 @@ class StateSpace:
         if np.any(np.asarray(weight) < 0):
             raise DagError("light_stages needs non-negative operator weights")
         out = copy.copy(self)
-        out.__dict__.pop("is_line", None)
+        for derived in ("is_line", "size_groups"):  # they depend on the stages
+            out.__dict__.pop(derived, None)
         out.complete = self.states_complete
         dag = self.dag
         u_time = None if dag.compute_s is None else np.zeros(len(dag.units))
@@ -725,6 +726,44 @@ class StateSpace:
     def is_line(self) -> bool:
         """Whether the states form a line (a chain problem)."""
         return self.num_states == len(self.dag.units) + 1
+
+    @cached_property
+    def prefixes(self) -> np.ndarray:
+        """Boolean over the states: the prefixes of the topological unit order (a chain in the space).
+
+        The empty and the full state are always among them; other prefixes
+        only where the state enumeration kept them.
+        """
+        out = np.zeros(self.num_states, dtype=bool)
+        out[[0, self.num_states - 1]] = True
+        mask = 0
+        for i in range(len(self.dag.units)):
+            mask |= 1 << i
+            k = self.index.get(mask)
+            if k is not None:
+                out[k] = True
+        return out
+
+    @cached_property
+    def size_groups(self) -> list[tuple[int, int, int, int]]:
+        """Groups of states of equal size, largest first: ``(first, stop, pair lo, pair hi)``.
+
+        A stage ends at a proper superset, which has more units, so a group
+        depends only on groups processed before it. States are numbered by
+        size and stages by start, so both are contiguous ranges; the full
+        state, which starts no stage, is left out.
+        """
+        full = self.num_states - 1
+        sizes = np.array([m.bit_count() for m in self.masks], dtype=np.int64)
+        bounds = np.searchsorted(self.pair_start, np.arange(self.num_states + 1))
+        cuts = np.flatnonzero(np.diff(sizes)) + 1
+        edges = np.concatenate([[0], cuts, [self.num_states]])
+        out = []
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            b = min(int(b), full)
+            if a < b:
+                out.append((int(a), b, int(bounds[a]), int(bounds[b])))
+        return out[::-1]
 
 
 # -- problem -------------------------------------------------------------------

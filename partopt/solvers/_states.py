@@ -247,7 +247,7 @@ class StateSearch:
         done = (st.members @ weight) / scale  # compute inside each state
         start = max(total / n, bounds.lower_bound_s(problem), 0.0)
         # the optimum over one chain inside the state space: an upper bound to start from
-        chain = self._prefix_states()
+        chain = st.prefixes
         self._tables(st.light_stages(weight, total * scale * (1 + 1e-9), 0.0, (chain, chain)))
         self._best_value, self._best_plan = None, None
         hint = self._interchangeable_optimum()
@@ -271,19 +271,6 @@ class StateSearch:
                 break
             x = min(value, 1.01 * x, max(hint, x))
         self.stats_light = {"light_rounds": rounds, "light_limit_s": x}
-
-    def _prefix_states(self) -> np.ndarray:
-        """Boolean over the states: the prefixes of the topological unit order (a chain)."""
-        st = self.st
-        prefix = np.zeros(self.num_states, dtype=bool)
-        prefix[[0, self.full]] = True
-        mask = 0
-        for i in range(len(self.problem.dag.units)):
-            mask |= 1 << i
-            k = st.index.get(mask)
-            if k is not None:
-                prefix[k] = True
-        return prefix
 
     def _pair_star(self) -> np.ndarray:
         """Star traffic of every stage ``D = t - s``, from per-state tables.
@@ -482,26 +469,6 @@ class StateSearch:
         allowed = np.isfinite(self.tau) & (self.tau <= theta)  # inf: no link
         return ok, allowed
 
-    @cached_property
-    def _levels(self) -> list[tuple[int, int, int, int]]:
-        """Groups of states of equal size, largest first: ``(first, stop, pair lo, pair hi)``.
-
-        A stage ends at a proper superset, which has more units, so a group
-        depends only on groups processed before it. States are numbered by
-        size and stages by start, so both are contiguous ranges.
-        """
-        st = self.st
-        sizes = np.array([m.bit_count() for m in st.masks], dtype=np.int64)
-        bounds = np.searchsorted(st.pair_start, np.arange(self.num_states + 1))
-        cuts = np.flatnonzero(np.diff(sizes)) + 1
-        edges = np.concatenate([[0], cuts, [self.num_states]])
-        out = []
-        for a, b in zip(edges[:-1], edges[1:], strict=True):
-            b = min(int(b), self.full)  # the full state starts no stage
-            if a < b:
-                out.append((int(a), b, int(bounds[a]), int(bounds[b])))
-        return out[::-1]
-
     def relaxation(self, ok: np.ndarray, allowed: np.ndarray):
         """Fewest stages over walks that never go straight back: ``(h1, w1, h2)``, each ``(S, N)``.
 
@@ -577,7 +544,7 @@ class StateSearch:
             groups = [(k, np.flatnonzero(self.kind == k)) for k in range(kinds)]
         else:
             groups = [(-1, slice(None))]
-        for first, stop, lo, hi in self._levels:
+        for first, stop, lo, hi in st.size_groups:
             for k, nodes in groups if hi > lo else ():
                 if k < 0:
                     rows = np.arange(lo, hi)
@@ -671,7 +638,7 @@ class StateSearch:
         # the state space): its optimum is a plan's value, an upper bound U. Every
         # plan of value <= U uses only stages of weight <= U, so the rounds over
         # those stages alone give the optimum.
-        prefix = self._prefix_states()
+        prefix = st.prefixes
         chain = np.flatnonzero(prefix[st.pair_start] & prefix[st.pair_end])
         upper = self._bottleneck_rounds(chain, w[chain])
         kept = np.flatnonzero(w <= upper) if math.isfinite(upper) else np.arange(w.size)

@@ -47,10 +47,19 @@ MAX_COLUMNS = 400_000
 HIGHS_OPTIONS = {"presolve": "off"}
 
 
-def milp_columns(search: StateSearch, ok: np.ndarray, allowed: np.ndarray) -> int:
-    """Variables of the model at a threshold, from the engine's per-kind stage table ``ok``."""
-    per_kind = np.bincount(search.kind, minlength=ok.shape[1])
-    return int(ok.sum(axis=0) @ per_kind) + int(allowed[1 : search.full].sum())
+def milp_columns(
+    search: StateSearch, ok: np.ndarray, allowed: np.ndarray, per_kind: bool = True
+) -> int:
+    """Variables of the model at a threshold: a stage variable per allowed (stage, node), a
+    transfer variable per allowed link at every boundary but the first and the last.
+
+    ``ok`` is the engine's stage table per node kind ``(P, K)``, or per node with
+    ``per_kind=False``.
+    """
+    stages = ok.sum(axis=0)
+    if per_kind:
+        stages = stages @ np.bincount(search.kind, minlength=ok.shape[1])
+    return int(np.sum(stages)) + int(allowed[1 : search.full].sum())
 
 
 def build(
@@ -64,7 +73,7 @@ def build(
     ok, allowed = search._threshold(theta)
     if reachable is not None:
         ok = ok & reachable[st.pair_start]
-    columns = int(ok.sum()) + int(allowed[1:full].sum())  # before any list is built
+    columns = milp_columns(search, ok, allowed, per_kind=False)  # before any list is built
     if columns > MAX_COLUMNS:
         raise SolverRefused(
             f"the DAG MILP would have {columns:,} variables (limit {MAX_COLUMNS:,})"
